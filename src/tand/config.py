@@ -1,0 +1,185 @@
+"""The one validated configuration object, loaded from config.json.
+
+Every section forbids unknown keys, so a typo is an error that names the key;
+choices are ``Literal`` so the error lists the valid values. Nothing else in the
+project reads config.json.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tand.errors import ConfigError
+from tand.models.catalog import known_models
+
+DEFAULT_CONFIG_PATH = "config.json"
+SCHEMA_FILE = "config.schema.json"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    help: str | None = Field(default=None, alias="__help", description="Free text for humans; ignored.")
+
+
+class TrainConfig(_Section):
+    data_path: str = Field("data/data.csv", description="CSV file with one row per example, relative to the project root.")
+    labels_column: str = Field(description="Column of the CSV that holds the label to predict.")
+    labels: list[str] | None = Field(
+        None,
+        description="Names for integer classes 0..k-1, in order. Optional when the label column holds strings.",
+    )
+    to_drop: list[str] = Field(default_factory=list, description="Columns removed before training (ids, leaks).")
+    framework: Literal["sklearn", "pytorch"] | None = Field(
+        None, description="Which library trains the model. Default: sklearn when `model` is set, else pytorch."
+    )
+    task: Literal["classification", "regression"] = "classification"
+    model: str | None = Field(None, description="scikit-learn model name (framework sklearn), e.g. random_forest.")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the sklearn model.")
+    categorical: list[str] | None = Field(None, description="Columns to one-hot encode. Default: inferred.")
+    numeric: list[str] | None = Field(None, description="Columns to impute and scale. Default: inferred.")
+    test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of rows held out for evaluation.")
+    seed: int = Field(42, description="Seed for the split, the model and the PyTorch weights.")
+    # PyTorch MLP
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(32, ge=1)
+    hidden_dim: int | list[int] = Field(256, description="Hidden layer size, or a list of sizes (one per layer).")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    lr: float = Field(1e-3, gt=0, description="Learning rate (Adam).")
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(10, ge=0, description="Early stopping: epochs without improvement on the validation split; 0 = off.")
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description="Part of the training rows used for early stopping.")
+    log_every: int = Field(250, ge=1, description="Refresh the progress bar's running loss every N batches.")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="cpu, cuda, cuda:N or mps.")
+
+    @field_validator("hidden_dim")
+    @classmethod
+    def _positive_sizes(cls, value: int | list[int]) -> int | list[int]:
+        sizes = [value] if isinstance(value, int) else value
+        if not sizes or any(size < 1 for size in sizes):
+            raise ValueError("hidden sizes must be positive integers, e.g. 256 or [128, 64]")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_framework(self) -> TrainConfig:
+        if self.framework is None:
+            self.framework = "sklearn" if self.model else "pytorch"
+        if self.framework == "sklearn":
+            names = known_models(self.task)
+            if self.model is None:
+                raise ValueError(f"framework 'sklearn' needs `model`; one of: {', '.join(names)}")
+            if self.model not in names:
+                raise ValueError(
+                    f"unknown {self.task} model {self.model!r}{_did_you_mean(self.model, names)}; "
+                    f"known models: {', '.join(names)}"
+                )
+        if self.task == "regression" and self.labels:
+            raise ValueError("`labels` names classes; remove it for task 'regression'")
+        return self
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [self.hidden_dim] if isinstance(self.hidden_dim, int) else list(self.hidden_dim)
+
+
+class AppConfig(_Section):
+    max_batch_rows: int = Field(10_000, ge=1, description="Largest JSON array accepted by /predict.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 above).")
+    refresh_interval: float = Field(
+        60, ge=0, description="Seconds between each process's check of the registry alias; 0 turns it off."
+    )
+
+
+class MlflowConfig(_Section):
+    model_name: str = Field("tabular-model", min_length=1, description="Registered model name.")
+    experiment_name: str = Field("tabular-experiment", min_length=1)
+    alias: str = Field("production", pattern=r"^[A-Za-z][\w-]*$", description="Registry alias that is served.")
+
+
+class DeployConfig(_Section):
+    min_instances: int = Field(2, ge=1)
+    max_instances: int = Field(10, ge=1)
+    instance_types: str = Field("t3.micro,t3.small", description="Comma-separated EC2 instance types.")
+    refresh_schedule: str = Field("*-*-* 03:00:00", description="systemd OnCalendar for the model refresh.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DeployConfig:
+        if self.min_instances > self.max_instances:
+            raise ValueError("min_instances must not exceed max_instances")
+        return self
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: str | None = Field(default=None, alias="$schema")
+    train: TrainConfig
+    app: AppConfig = Field(default_factory=AppConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    test: _Section | None = Field(default=None, description="Accepted for TanD configs; unused.")
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_for(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model else None
+        annotation = field.annotation if field else None
+        model = next(
+            (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+    return model
+
+
+def _describe(error: dict) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent = _model_for(loc)
+        valid = sorted(f.alias or name for name, f in parent.model_fields.items()) if parent else []
+        return (
+            f"unknown key {where!r}{_did_you_mean(str(loc[-1]), valid)}; "
+            f"remove it or use one of: {', '.join(valid)}"
+        )
+    if error["type"] == "missing":
+        return f"missing required key {where!r}; add it"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def parse_config(raw: dict, source: str = DEFAULT_CONFIG_PATH) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> Config:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; pass --config PATH or create config.json") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object with a 'train' section")
+    return parse_config(raw, str(path))
+
+
+def json_schema() -> dict:
+    schema = Config.model_json_schema(by_alias=True)
+    schema["title"] = "Train-and-deploy template config.json"
+    return schema

@@ -1,0 +1,97 @@
+"""Metrics for a fitted pipeline on held-out rows. Returns plain dicts of floats."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from tand.schema import FeatureSchema
+
+
+@dataclass(frozen=True)
+class Predictions:
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    proba: np.ndarray | None  # columns in `classes` order
+    classes: tuple[str, ...] | None
+
+
+def metric_key(text: str) -> str:
+    """MLflow metric names allow letters, digits and _-. /; class names may hold anything."""
+    return re.sub(r"[^\w\-. /]", "_", str(text))
+
+
+def predict(pipeline, X: pd.DataFrame, y: pd.Series, schema: FeatureSchema) -> Predictions:
+    if schema.task == "regression":
+        return Predictions(np.asarray(y, dtype=float), np.asarray(pipeline.predict(X), dtype=float), None, None)
+    raw = pipeline.predict_proba(X)
+    fitted = [str(c) for c in pipeline.classes_]
+    order = [fitted.index(c) if c in fitted else None for c in schema.classes]
+    proba = np.column_stack([raw[:, i] if i is not None else np.zeros(len(raw)) for i in order])
+    y_pred = np.asarray(schema.classes)[proba.argmax(axis=1)]
+    return Predictions(np.asarray(y, dtype=str), y_pred, proba, schema.classes)
+
+
+def classification_metrics(p: Predictions) -> dict[str, float]:
+    classes = list(p.classes)
+    out = {
+        "accuracy": skm.accuracy_score(p.y_true, p.y_pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(p.y_true, p.y_pred),
+        "log_loss": _log_loss(p),
+    }
+    present = [c for c in classes if c in set(p.y_true)]
+    if len(present) >= 2:
+        if len(classes) == 2:
+            positive = p.y_true == classes[1]
+            out["roc_auc"] = skm.roc_auc_score(positive, p.proba[:, 1])
+            out["average_precision"] = skm.average_precision_score(positive, p.proba[:, 1])
+        else:
+            onehot = np.column_stack([p.y_true == c for c in classes])
+            cols = [i for i, c in enumerate(classes) if c in present]
+            out["roc_auc"] = skm.roc_auc_score(onehot[:, cols], p.proba[:, cols], average="macro")
+            out["average_precision"] = skm.average_precision_score(onehot[:, cols], p.proba[:, cols], average="macro")
+    matrix = skm.confusion_matrix(p.y_true, p.y_pred, labels=classes)
+    total = matrix.sum()
+    for i, name in enumerate(classes):
+        tp = matrix[i, i]
+        fn = matrix[i].sum() - tp
+        fp = matrix[:, i].sum() - tp
+        tn = total - tp - fn - fp
+        key = metric_key(name)
+        out[f"precision_{key}"] = _ratio(tp, tp + fp)
+        out[f"recall_{key}"] = _ratio(tp, tp + fn)
+        out[f"f1_{key}"] = _ratio(2 * tp, 2 * tp + fp + fn)
+        out[f"specificity_{key}"] = _ratio(tn, tn + fp)
+        out[f"npv_{key}"] = _ratio(tn, tn + fn)
+        out[f"fpr_{key}"] = _ratio(fp, fp + tn)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _log_loss(p: Predictions) -> float:
+    # scikit-learn expects probability columns in sorted label order.
+    order = np.argsort(p.classes)
+    return skm.log_loss(p.y_true, p.proba[:, order], labels=[p.classes[i] for i in order])
+
+
+def regression_metrics(p: Predictions) -> dict[str, float]:
+    out = {
+        "mae": skm.mean_absolute_error(p.y_true, p.y_pred),
+        "rmse": float(np.sqrt(skm.mean_squared_error(p.y_true, p.y_pred))),
+        "r2": skm.r2_score(p.y_true, p.y_pred),
+    }
+    if not np.any(p.y_true == 0):
+        out["mape"] = skm.mean_absolute_percentage_error(p.y_true, p.y_pred)
+    return {k: float(v) for k, v in out.items()}
+
+
+def compute_metrics(p: Predictions) -> dict[str, float]:
+    return classification_metrics(p) if p.classes is not None else regression_metrics(p)
+
+
+def _ratio(num: float, den: float) -> float:
+    # 0/0 (no such predictions) is reported as 0, as scikit-learn's zero_division=0 does.
+    return float(num / den) if den else 0.0

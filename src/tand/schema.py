@@ -1,0 +1,86 @@
+"""The feature schema: what a model takes and predicts. Written at training, read by the API.
+
+It travels inside the MLflow model (the MLmodel file's metadata), so the registry
+alone says what a version expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Kind = Literal["numeric", "categorical"]
+DType = Literal["number", "integer", "string", "boolean"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: Kind
+    dtype: DType
+    categories: tuple | None = None  # known values of a categorical feature, sorted
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["categories"] = list(self.categories) if self.categories is not None else None
+        return data
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    features: tuple[Feature, ...]
+    task: Literal["classification", "regression"]
+    label: str
+    classes: tuple[str, ...] | None = None  # classification: label names, in the configured order
+    framework: str = ""
+    model: str = ""
+    dropped: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f.name for f in self.features if f.kind == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.features if f.kind == "categorical"]
+
+    def same_inputs(self, other: FeatureSchema) -> bool:
+        """True when a request valid for one is valid for the other, with the same answer shape."""
+        return (self.features, self.task, self.classes) == (other.features, other.task, other.classes)
+
+    def to_dict(self) -> dict:
+        return {
+            "features": [f.to_dict() for f in self.features],
+            "task": self.task,
+            "label": self.label,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "framework": self.framework,
+            "model": self.model,
+            "dropped": list(self.dropped),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureSchema:
+        features = tuple(
+            Feature(
+                name=f["name"],
+                kind=f["kind"],
+                dtype=f["dtype"],
+                categories=tuple(f["categories"]) if f.get("categories") is not None else None,
+            )
+            for f in data["features"]
+        )
+        classes = data.get("classes")
+        return cls(
+            features=features,
+            task=data["task"],
+            label=data["label"],
+            classes=tuple(classes) if classes is not None else None,
+            framework=data.get("framework", ""),
+            model=data.get("model", ""),
+            dropped=tuple(data.get("dropped", ())),
+        )

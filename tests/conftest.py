@@ -1,0 +1,128 @@
+"""Shared fixtures: temporary projects with their own MLflow store, a trained tiny model, task runners.
+
+Every test that touches MLflow gets a store of its own under tmp_path; nothing writes to the repo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO)]
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # no network here; users opt in, not out
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # every test names its own store
+
+
+def shared_dataset(name: str) -> Path:
+    """A dataset from ../shared/datasets, or a clean skip where that folder is absent (a user's fork)."""
+    path = SHARED_DATASETS / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present (the shared test datasets live beside the repo, not in it)")
+    return path
+
+
+def tiny_config(**train) -> dict:
+    """The default config, with few epochs and overrides for the train section."""
+    config = json.loads((REPO / "config.json").read_text())
+    config["train"].update({"epochs": 3, "hidden_dim": 16, "patience": 0, **train})
+    return config
+
+
+@dataclass
+class Project:
+    """A temporary project folder: its own database.db and mlruns/, the example data, a config."""
+
+    path: Path
+    tracking_uri: str
+
+    def write_config(self, config: dict, name: str = "config.json") -> Path:
+        target = self.path / name
+        target.write_text(json.dumps(config, indent=2))
+        return target
+
+    def env(self, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "API_TOKEN", "MODEL_"))}
+        env.update(
+            MLFLOW_TRACKING_URI=self.tracking_uri,
+            MLFLOW_DISABLE_TELEMETRY="true",
+            PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        )
+        env.update(extra)
+        return env
+
+    def invoke(self, *args: str, timeout: float = 300, **env) -> subprocess.CompletedProcess:
+        """Run `invoke ARGS` as a user would, from the project folder."""
+        return subprocess.run(
+            [*INVOKE, *args],
+            cwd=self.path,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def versions(self, name: str) -> list[int]:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        return sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+
+
+def make_project(root: Path) -> Project:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    shutil.copy(REPO / "data" / "data.csv", root / "data" / "data.csv")
+    return Project(root, f"sqlite:///{root / 'database.db'}")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Project:
+    """A fresh project; the test runs inside it with MLFLOW_TRACKING_URI pointing at its store."""
+    proj = make_project(tmp_path / "project")
+    monkeypatch.chdir(proj.path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", proj.tracking_uri)
+    monkeypatch.setenv("MLFLOW_DEFAULT_ARTIFACT_ROOT", "./mlruns/")
+    return proj
+
+
+@dataclass
+class TrainedModel:
+    project: Project
+    model_name: str
+    version: int
+    request: dict
+    config: dict
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> TrainedModel:
+    """One tiny PyTorch classifier trained once per session into its own store (artifact paths absolute,
+    so it loads from any working directory). Tests must not move its alias; copy it with `store_copy`."""
+    from tand.config import parse_config
+    from tand.train import train
+
+    proj = make_project(tmp_path_factory.mktemp("trained"))
+    config = tiny_config(data_path=str(proj.path / "data" / "data.csv"))
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DEFAULT_ARTIFACT_ROOT")}
+    os.environ["MLFLOW_TRACKING_URI"] = proj.tracking_uri
+    os.environ["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = str(proj.path / "mlruns")
+    cwd = os.getcwd()
+    os.chdir(proj.path)
+    try:
+        result = train(parse_config(config), project_dir=proj.path, progress=False)
+    finally:
+        os.chdir(cwd)
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    return TrainedModel(proj, result.model_name, result.version, result.request_example, config)
