@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tand.errors import ConfigError
 from tand.models.catalog import known_models
@@ -65,19 +65,22 @@ class TrainConfig(_Section):
             raise ValueError("hidden sizes must be positive integers, e.g. 256 or [128, 64]")
         return value
 
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        task = info.data.get("task", "classification")
+        if value is not None and info.data.get("framework") in (None, "sklearn"):
+            names = known_models(task)
+            if value not in names:
+                raise ValueError(f"unknown {task} model {value!r}{_did_you_mean(value, names)}; known models: {', '.join(names)}")
+        return value
+
     @model_validator(mode="after")
     def _resolve_framework(self) -> TrainConfig:
         if self.framework is None:
             self.framework = "sklearn" if self.model else "pytorch"
-        if self.framework == "sklearn":
-            names = known_models(self.task)
-            if self.model is None:
-                raise ValueError(f"framework 'sklearn' needs `model`; one of: {', '.join(names)}")
-            if self.model not in names:
-                raise ValueError(
-                    f"unknown {self.task} model {self.model!r}{_did_you_mean(self.model, names)}; "
-                    f"known models: {', '.join(names)}"
-                )
+        if self.framework == "sklearn" and self.model is None:
+            raise ValueError(f"framework 'sklearn' needs `model`; one of: {', '.join(known_models(self.task))}")
         if self.task == "regression" and self.labels:
             raise ValueError("`labels` names classes; remove it for task 'regression'")
         return self
@@ -126,7 +129,7 @@ class Config(BaseModel):
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.7)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

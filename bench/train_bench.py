@@ -1,0 +1,75 @@
+"""Time `invoke train` end to end on the default data, for both frameworks, and say where the seconds go.
+
+Not a test. Each case runs the real CLI in a fresh temporary project under /usr/bin/time -v
+(wall clock and peak memory), then once more on the now-warm store. The task prints its own
+phase timings; "startup" is what is left: interpreter start and imports (invoke, pandas,
+scikit-learn, MLflow; PyTorch is imported inside "fit").
+
+    .venv/bin/python bench/train_bench.py [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_SECONDS, TARGET_MB = 8.0, 500
+
+
+def run_once(project: Path, config: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "invoke", "--search-root", str(REPO), "train", "--config", config, "--quiet"]
+    done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"invoke train failed:\n{done.stderr[-2000:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", done.stderr)
+    hours, minutes, seconds = (float(g or 0) for g in wall.groups())
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    phases = dict(
+        (name, float(value)) for name, value in re.findall(r"(\w+) ([\d.]+)", done.stdout.split("seconds:", 1)[1])
+    )
+    total = hours * 3600 + minutes * 60 + seconds
+    return {"wall": total, "rss_mb": rss_kb / 1024, "startup": total - sum(phases.values()), **phases}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=1, help="fresh-store runs per framework (default 1)")
+    args = parser.parse_args()
+    base = json.loads((REPO / "config.json").read_text())
+    variants = {
+        "pytorch (default config)": base["train"],
+        "sklearn random_forest": {**base["train"], "framework": "sklearn", "model": "random_forest"},
+    }
+    rows = []
+    for label, train in variants.items():
+        for attempt in range(args.repeat):
+            with tempfile.TemporaryDirectory() as tmp:
+                project = Path(tmp)
+                shutil.copytree(REPO / "data", project / "data")
+                (project / "config.json").write_text(json.dumps({**base, "train": train}))
+                rows.append((f"{label}, fresh store", run_once(project, "config.json")))
+                if attempt == 0:
+                    rows.append((f"{label}, warm store", run_once(project, "config.json")))
+    phases = ["startup", "data", "store", "fit", "evaluate", "log_model", "register"]
+    print(f"{'case':38} {'wall s':>7} {'peak MB':>8}  " + " ".join(f"{p:>9}" for p in phases))
+    for label, row in rows:
+        print(f"{label:38} {row['wall']:7.2f} {row['rss_mb']:8.0f}  " + " ".join(f"{row.get(p, 0):9.2f}" for p in phases))
+    default = [r for label, r in rows if label.startswith("pytorch") and "fresh" in label]
+    best = min(r["wall"] for r in default)
+    peak = max(r["rss_mb"] for r in default)
+    print(f"\ndefault PyTorch config, fresh store: {best:.2f} s ({best / TARGET_SECONDS:.2f}x the {TARGET_SECONDS:.0f} s target), "
+          f"peak {peak:.0f} MB ({peak / TARGET_MB:.2f}x the {TARGET_MB} MB target)")
+
+
+if __name__ == "__main__":
+    main()
