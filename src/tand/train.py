@@ -3,26 +3,31 @@
 Everything that can be checked before the MLflow run starts is checked before it:
 a bad config or dataset registers nothing and leaves no run behind. A failure inside
 the run marks it FAILED and registers nothing.
+
+Fitting and evaluating (PyTorch, matplotlib) run in a forked worker process while this
+process imports MLflow and prepares the tracking store: on two cores that hides most of
+MLflow's start-up cost. Where fork is not available they run inline.
 """
 
 from __future__ import annotations
 
-import logging
+import multiprocessing
+import sys
+import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 
-from tand import registry
 from tand.config import Config
 from tand.data import Dataset, Split, example_request, load_dataset, split
-from tand.errors import ConfigError
+from tand.errors import ConfigError, TandError
 from tand.evaluate import compute_metrics, predict
 from tand.pipeline import build_pipeline
+from tand.schema import FeatureSchema
 
-log = logging.getLogger(__name__)
 REQUEST_EXAMPLE_FILE = "request_model.json"
 
 
@@ -35,6 +40,17 @@ class TrainResult:
     metrics: dict[str, float]
     request_example: dict
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """What the worker sends back: the fitted pipeline and everything to log about it."""
+
+    pipeline: object
+    metrics: dict[str, float]
+    plots: dict[str, bytes]
+    history: list[dict]
+    seconds: dict[str, float]
 
 
 def _flatten(prefix: str, data: dict) -> dict[str, str]:
@@ -73,21 +89,92 @@ def _fit(pipeline, parts: Split) -> None:
         raise ConfigError(f"train.model_args: {exc}") from None
 
 
-def _log_history(pipeline) -> None:
-    for record in getattr(pipeline[-1], "history_", []):
-        step = record["epoch"]
-        mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=step)
+def _render_plots(parts: Split, predictions, schema: FeatureSchema) -> dict[str, bytes]:
+    import io
 
-
-def _log_plots(parts: Split, predictions, schema) -> None:
     from tand import plots
 
     figures = plots.evaluation_figures(parts.X_test, predictions, schema)
     try:
+        rendered = {}
         for name, figure in figures.items():
-            mlflow.log_figure(figure, f"plots/{name}")
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png")
+            rendered[name] = buffer.getvalue()
+        return rendered
     finally:
         plots.close(figures)
+
+
+def fit_and_evaluate(pipeline, parts: Split, schema: FeatureSchema) -> Evaluation:
+    """Fit on the training split; metrics on both splits, plots on the test split."""
+    start = time.perf_counter()
+    _fit(pipeline, parts)
+    fitted = time.perf_counter()
+    test = predict(pipeline, parts.X_test, parts.y_test, schema)
+    metrics = {f"test_{k}": v for k, v in compute_metrics(test).items()}
+    train_pred = predict(pipeline, parts.X_train, parts.y_train, schema)
+    metrics.update({f"train_{k}": v for k, v in compute_metrics(train_pred).items()})
+    plots = _render_plots(parts, test, schema)
+    seconds = {"fit": fitted - start, "evaluate": time.perf_counter() - fitted}
+    return Evaluation(pipeline, metrics, plots, list(getattr(pipeline[-1], "history_", [])), seconds)
+
+
+class _Worker:
+    """fit_and_evaluate in a forked child (Linux), or inline where fork is not the safe default."""
+
+    def __init__(self, pipeline, parts: Split, schema: FeatureSchema):
+        self._args = (pipeline, parts, schema)
+        self._process = None
+        if sys.platform == "linux":
+            context = multiprocessing.get_context("fork")
+            self._reader, writer = context.Pipe(duplex=False)
+            self._process = context.Process(target=self._main, args=(writer, *self._args), daemon=True)
+            self._process.start()
+            writer.close()
+
+    @staticmethod
+    def _main(writer, pipeline, parts, schema) -> None:
+        try:
+            writer.send(("ok", fit_and_evaluate(pipeline, parts, schema)))
+        except TandError as exc:
+            writer.send(("error", exc))
+        except BaseException:
+            writer.send(("crash", traceback.format_exc()))
+        finally:
+            writer.close()
+
+    def result(self) -> Evaluation:
+        if self._process is None:
+            return fit_and_evaluate(*self._args)
+        try:
+            status, payload = self._reader.recv()
+        except EOFError:
+            self._process.join()
+            raise TandError(f"the training process died (exit code {self._process.exitcode}); out of memory?") from None
+        self._process.join()
+        if status == "error":
+            raise payload
+        if status == "crash":
+            raise RuntimeError(f"training failed in the worker process:\n{payload}")
+        return payload
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+
+
+def _log_evaluation(evaluation: Evaluation) -> None:
+    import mlflow
+
+    for record in evaluation.history:
+        mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+    mlflow.log_metrics(evaluation.metrics)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, png in evaluation.plots.items():
+            (Path(folder) / name).write_bytes(png)
+        mlflow.log_artifacts(folder, "plots")
 
 
 def _signature(pipeline, X: pd.DataFrame):
@@ -114,30 +201,32 @@ def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True) -> 
     request = example_request(dataset)
     lap("data")
 
-    registry.check_reachable()
-    experiment_id = registry.ensure_experiment(cfg.mlflow.experiment_name)
-    lap("store")
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params(_params(cfg, dataset, parts))
-        mlflow.log_dict(cfg.model_dump(by_alias=True, exclude_none=True), "config.json")
-        _fit(pipeline, parts)
-        lap("fit")
-        _log_history(pipeline)
-        test = predict(pipeline, parts.X_test, parts.y_test, dataset.schema)
-        metrics = {f"test_{k}": v for k, v in compute_metrics(test).items()}
-        train_pred = predict(pipeline, parts.X_train, parts.y_train, dataset.schema)
-        metrics.update({f"train_{k}": v for k, v in compute_metrics(train_pred).items()})
-        mlflow.log_metrics(metrics)
-        _log_plots(parts, test, dataset.schema)
-        lap("evaluate")
-        mlflow.log_dict(dataset.schema.to_dict(), "feature_schema.json")
-        mlflow.log_dict(request, REQUEST_EXAMPLE_FILE)
-        model_uri = registry.log_model(
-            pipeline, dataset.schema, pd.DataFrame([request]), _signature(pipeline, parts.X_train)
-        )
-        lap("log_model")
+    worker = _Worker(pipeline, parts, dataset.schema)
+    try:
+        import mlflow
+
+        from tand import registry
+
+        registry.check_reachable()
+        experiment_id = registry.ensure_experiment(cfg.mlflow.experiment_name)
+        lap("store")
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_params(_params(cfg, dataset, parts))
+            mlflow.log_dict(cfg.model_dump(by_alias=True, exclude_none=True), "config.json")
+            evaluation = worker.result()
+            lap("fit_evaluate_wait")
+            timings.update({f"worker_{k}": v for k, v in evaluation.seconds.items()})
+            _log_evaluation(evaluation)
+            mlflow.log_dict(dataset.schema.to_dict(), "feature_schema.json")
+            mlflow.log_dict(request, REQUEST_EXAMPLE_FILE)
+            model_uri = registry.log_model(
+                evaluation.pipeline, dataset.schema, pd.DataFrame([request]), _signature(evaluation.pipeline, parts.X_train)
+            )
+            lap("log_model")
+    finally:
+        worker.stop()
     version = registry.register(model_uri, cfg.mlflow.model_name)
     alias_set = registry.ensure_alias(cfg.mlflow.model_name, version, cfg.mlflow.alias)
     registry.write_json(Path(project_dir) / REQUEST_EXAMPLE_FILE, request)
     lap("register")
-    return TrainResult(run.info.run_id, cfg.mlflow.model_name, version, alias_set, metrics, request, timings)
+    return TrainResult(run.info.run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, timings)
