@@ -108,7 +108,7 @@ class TrainedModel:
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory) -> TrainedModel:
     """One tiny PyTorch classifier trained once per session into its own store (artifact paths absolute,
-    so it loads from any working directory). Tests must not move its alias; copy it with `store_copy`."""
+    so it loads from any working directory). Tests must not move its alias; copy its store first (tests/app/app_support.py: copy_store)."""
     from tand.config import parse_config
     from tand.train import train
 

@@ -1,0 +1,265 @@
+"""The fitted pipeline compiled into NumPy arrays: no per-request DataFrame, no scikit-learn call.
+
+The template's preprocessor is a ColumnTransformer of (SimpleImputer → StandardScaler) for
+numbers and (SimpleImputer → OneHotEncoder) for categories. Their fitted state is a few
+arrays (medians, means, scales, category lists), so a request's rows become the model's
+float matrix with a handful of NumPy operations, computed in the order scikit-learn computes
+them (the results are bitwise equal; tests prove it against `pipeline.predict_proba`).
+The PyTorch MLP's weights are NumPy arrays already. Anything else is not compiled:
+`compile_preprocessor` / `compile_estimator` return None and the caller falls back.
+
+Compiling needs scikit-learn (it reads fitted estimators); running a compiled model and
+restoring it from a snapshot (`from_arrays`) needs only NumPy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import itemgetter
+
+import numpy as np
+
+
+def _getter(columns: tuple[str, ...]):
+    if len(columns) == 1:
+        name = columns[0]
+        return lambda row: (row[name],)
+    return itemgetter(*columns)
+
+
+@dataclass(frozen=True)
+class NumericBlock:
+    """Impute (median...) then standardise, as SimpleImputer and StandardScaler do."""
+
+    columns: tuple[str, ...]
+    fill: np.ndarray | None
+    mean: np.ndarray | None
+    scale: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_get", _getter(self.columns))
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+    def max_abs(self, bound: float) -> float:
+        """The largest magnitude this block can output for inputs within ±bound."""
+        largest = np.full(self.width, float(bound))
+        if self.fill is not None:
+            largest = np.maximum(largest, np.abs(self.fill))
+        if self.mean is not None:
+            largest = largest + np.abs(self.mean)
+        if self.scale is not None:
+            largest = largest / self.scale
+        return float(largest.max())
+
+    def transform(self, rows: list[dict]) -> np.ndarray:
+        get = self._get
+        X = np.array([get(row) for row in rows], dtype=np.float64)
+        if self.fill is not None:
+            missing = np.isnan(X)
+            if missing.any():
+                X[missing] = np.broadcast_to(self.fill, X.shape)[missing]
+        if self.mean is not None:
+            X -= self.mean
+        if self.scale is not None:
+            X /= self.scale
+        return X
+
+
+@dataclass(frozen=True)
+class OneHotBlock:
+    """One-hot encode; an unknown value gives all zeros (handle_unknown=ignore).
+
+    The imputer before the encoder is not compiled: it changes only missing values, and the
+    request schema rejects null, so none reach the model.
+    """
+
+    columns: tuple[str, ...]
+    categories: tuple[tuple, ...]
+
+    def __post_init__(self) -> None:
+        indexes, offset = [], 0
+        for values in self.categories:
+            indexes.append({value: offset + i for i, value in enumerate(values)})
+            offset += len(values)
+        object.__setattr__(self, "_indexes", tuple(zip(self.columns, indexes)))
+
+    @property
+    def width(self) -> int:
+        return sum(len(values) for values in self.categories)
+
+    def max_abs(self, bound: float) -> float:
+        return 1.0
+
+    def transform(self, rows: list[dict]) -> np.ndarray:
+        out = np.zeros((len(rows), self.width), dtype=np.float64)
+        for column, index in self._indexes:
+            for i, row in enumerate(rows):
+                j = index.get(row[column])
+                if j is not None:
+                    out[i, j] = 1.0
+        return out
+
+
+@dataclass(frozen=True)
+class CompiledPreprocessor:
+    blocks: tuple[NumericBlock | OneHotBlock, ...]
+
+    def max_abs(self, bound: float) -> float:
+        return max(block.max_abs(bound) for block in self.blocks)
+
+    def transform(self, rows: list[dict]) -> np.ndarray:
+        if len(self.blocks) == 1:
+            return self.blocks[0].transform(rows)
+        return np.hstack([block.transform(rows) for block in self.blocks])
+
+
+@dataclass(frozen=True)
+class NumpyMLP:
+    """The forward pass of tand.models.mlp (float32, ReLU, softmax), op for op."""
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    classes: np.ndarray | None = None  # classifier: label names as the estimator sorted them
+    y_mean: float = 0.0  # regressor: the target's standardisation
+    y_std: float = 1.0
+
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        out = np.asarray(X, dtype=np.float32)
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            out = out @ weight
+            out += bias
+            if i < last:
+                out = np.maximum(out, 0, out=out)
+        return out
+
+    def predict_with_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits = self._forward(X)
+        labels = self.classes[logits.argmax(axis=1)]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        np.exp(shifted, out=shifted)
+        shifted /= shifted.sum(axis=1, keepdims=True)
+        return labels, shifted
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self._forward(X)[:, 0].astype(np.float64) * self.y_std + self.y_mean
+
+
+# -- compiling from fitted scikit-learn objects (the registry load path) ---------------
+
+
+def _steps(transformer) -> list:
+    from sklearn.pipeline import Pipeline
+
+    return [step for _, step in transformer.steps] if isinstance(transformer, Pipeline) else [transformer]
+
+
+def _numeric_fill(imputer) -> np.ndarray | None:
+    missing = imputer.missing_values
+    stats = np.asarray(imputer.statistics_, dtype=np.float64)
+    # An all-empty column at fit time is dropped by the imputer: the layout would differ.
+    if imputer.add_indicator or not (isinstance(missing, float) and np.isnan(missing)) or np.isnan(stats).any():
+        return None
+    return stats
+
+
+def _compile_block(transformer, columns):
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
+        return None
+    steps, columns = _steps(transformer), tuple(columns)
+    imputer = steps.pop(0) if steps and type(steps[0]) is SimpleImputer else None
+    if len(steps) == 1 and type(steps[0]) is OneHotEncoder:
+        encoder = steps[0]
+        plain = encoder.drop_idx_ is None and not encoder._infrequent_enabled and encoder.handle_unknown == "ignore"
+        if not plain or np.dtype(encoder.dtype) != np.float64 or (imputer is not None and imputer.add_indicator):
+            return None
+        return OneHotBlock(columns, tuple(tuple(values.tolist()) for values in encoder.categories_))
+    fill = _numeric_fill(imputer) if imputer is not None else None
+    if imputer is not None and fill is None:
+        return None
+    if not steps:
+        return NumericBlock(columns, fill, None, None)
+    if len(steps) == 1 and type(steps[0]) is StandardScaler:
+        scaler = steps[0]
+        mean = np.asarray(scaler.mean_, dtype=np.float64) if scaler.with_mean else None
+        scale = np.asarray(scaler.scale_, dtype=np.float64) if scaler.with_std else None
+        return NumericBlock(columns, fill, mean, scale)
+    return None
+
+
+def compile_preprocessor(preprocessor) -> CompiledPreprocessor | None:
+    """The ColumnTransformer as NumPy blocks, or None when any part is not one the template builds."""
+    from sklearn.compose import ColumnTransformer
+
+    if type(preprocessor) is not ColumnTransformer or preprocessor.sparse_output_:
+        return None
+    blocks = []
+    for name, transformer, columns in preprocessor.transformers_:
+        used = preprocessor.output_indices_[name]
+        if transformer == "drop" or used.stop == used.start:
+            continue
+        block = _compile_block(transformer, columns)
+        if block is None or block.width != used.stop - used.start:
+            return None
+        blocks.append(block)
+    return CompiledPreprocessor(tuple(blocks)) if blocks else None
+
+
+def compile_estimator(estimator) -> NumpyMLP | None:
+    from tand.models.mlp import MLPClassifier, MLPRegressor
+
+    if type(estimator) is MLPClassifier:
+        return NumpyMLP(tuple(estimator.weights_), tuple(estimator.biases_), classes=np.asarray(estimator.classes_))
+    if type(estimator) is MLPRegressor:
+        return NumpyMLP(
+            tuple(estimator.weights_), tuple(estimator.biases_), y_mean=float(estimator.y_mean_), y_std=float(estimator.y_std_)
+        )
+    return None
+
+
+# -- snapshots: plain arrays + JSON, loadable without pickle ----------------------------
+
+
+def to_arrays(preprocessor: CompiledPreprocessor, mlp: NumpyMLP) -> tuple[dict, dict[str, np.ndarray]]:
+    arrays: dict[str, np.ndarray] = {}
+    blocks = []
+    for i, block in enumerate(preprocessor.blocks):
+        if isinstance(block, NumericBlock):
+            for key in ("fill", "mean", "scale"):
+                if getattr(block, key) is not None:
+                    arrays[f"block{i}_{key}"] = getattr(block, key)
+            blocks.append({"kind": "numeric", "columns": list(block.columns)})
+        else:
+            blocks.append({"kind": "onehot", "columns": list(block.columns), "categories": [list(c) for c in block.categories]})
+    for i, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases)):
+        arrays[f"weight{i}"], arrays[f"bias{i}"] = weight, bias
+    classes = mlp.classes.tolist() if mlp.classes is not None else None
+    meta = {"blocks": blocks, "layers": len(mlp.weights), "classes": classes, "y_mean": mlp.y_mean, "y_std": mlp.y_std}
+    return meta, arrays
+
+
+def from_arrays(meta: dict, arrays) -> tuple[CompiledPreprocessor, NumpyMLP]:
+    blocks = []
+    for i, block in enumerate(meta["blocks"]):
+        columns = tuple(block["columns"])
+        if block["kind"] == "numeric":
+            get = lambda key: arrays[f"block{i}_{key}"] if f"block{i}_{key}" in arrays else None  # noqa: E731
+            blocks.append(NumericBlock(columns, get("fill"), get("mean"), get("scale")))
+        else:
+            blocks.append(OneHotBlock(columns, tuple(tuple(c) for c in block["categories"])))
+    layers = range(meta["layers"])
+    classes = np.asarray(meta["classes"]) if meta["classes"] is not None else None
+    mlp = NumpyMLP(
+        tuple(arrays[f"weight{i}"] for i in layers),
+        tuple(arrays[f"bias{i}"] for i in layers),
+        classes=classes,
+        y_mean=meta["y_mean"],
+        y_std=meta["y_std"],
+    )
+    return CompiledPreprocessor(tuple(blocks)), mlp

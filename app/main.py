@@ -1,0 +1,85 @@
+"""The app factory: `uvicorn --factory app.main:create_app`.
+
+No work at import time. `create_app(settings)` builds the app; the model loads in the lifespan
+handler (before uvicorn reports "Application startup complete"), and a background task keeps
+each process converging on the registry alias. Without a loadable model the process still
+starts: /health/live answers 200, readiness and /predict 503, and the refresh keeps trying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.auth import token_checker
+from app.model_store import ModelStore, single_threaded_blas
+from app.openapi import install_openapi
+from app.routes import add_routes
+from app.settings import Settings, SettingsError
+from tand.errors import TandError
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """Predictions from the model the MLflow registry alias points to.
+
+Send the API token in the `TOKEN` header (or `Authorization: Bearer <token>`). `POST /predict` takes
+one JSON object of features, or a JSON array of them for a batch; each answer names the model
+version that produced it (`model_version`, header `X-Model-Version`)."""
+
+
+def _configure_logging() -> None:
+    # uvicorn configures only its own loggers; ours gets the same look on stderr.
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     [app] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _settings_from_env_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        # One line and exit status 1: uvicorn would otherwise print a traceback.
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or _settings_from_env_or_exit()
+    _configure_logging()
+    if settings.uses_example_token:
+        log.warning(
+            "!!! API_TOKEN is the example value from env_files/app.env: anyone who has read this template can "
+            "call this API. Set your own: export API_TOKEN=$(python -c \"import secrets; print(secrets.token_urlsafe(32))\")"
+        )
+    store = ModelStore(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        blas = single_threaded_blas()
+        try:
+            await store.refresh()
+        except TandError as exc:
+            log.error("no model loaded at start-up: %s", exc)
+        task = None
+        if settings.refresh_interval > 0:
+            task = asyncio.create_task(store.keep_converging(settings.refresh_interval))
+        elif store.current is None:
+            log.error("MODEL_REFRESH_INTERVAL is 0: call POST /update-model once the registry is ready")
+        yield
+        if task is not None:
+            task.cancel()
+        blas.restore_original_limits()
+
+    app = FastAPI(title="Prediction API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, redoc_url=None)
+    app.state.store = store
+    app.state.settings = settings
+    add_routes(app, store, token_checker(settings.api_token), settings.max_body_bytes)
+    install_openapi(app, store)
+    return app

@@ -1,0 +1,74 @@
+"""The OpenAPI document, completed with what FastAPI cannot know from the code.
+
+/predict's body is validated from raw bytes (faster than FastAPI's body parameter), and its
+shape comes from the model loaded at run time, so the request and response schemas (fields,
+types, categories, request_model.json as the example) are added here, as are the token schemes.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.auth import SECURITY, SECURITY_SCHEMES
+from app.model_store import ModelStore
+from app.schemas import response_json_schemas
+
+PROTECTED = (("/predict", "post"), ("/update-model", "post"), ("/model", "get"))
+FEATURES_REF = "#/components/schemas/Features"
+
+
+def _predict_body(store: ModelStore) -> tuple[dict, dict, dict]:
+    """(request body, 200 response, component schemas) for the served model; generic while none is loaded."""
+    served = store.current
+    if served is None:
+        body = {"required": True, "content": {"application/json": {"schema": {"anyOf": [{"type": "object"}, {"type": "array"}]}}}}
+        ok = {"description": "Predictions.", "content": {"application/json": {"schema": {"type": "object"}}}}
+        return body, ok, {}
+    parser, predictor = served.parser, served.predictor
+    components = {"Features": parser.row_json_schema()}
+    components.update(response_json_schemas(served.schema, predictor.has_probabilities, predictor.class_names))
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": parser.body_json_schema(FEATURES_REF), "example": served.example}},
+    }
+    ok = {
+        "description": "A prediction (object in) or a list of them (array in), with the version that answered.",
+        "headers": {"X-Model-Version": {"description": "The model version that answered.", "schema": {"type": "integer"}}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/PredictionResponse"},
+                        {"$ref": "#/components/schemas/BatchPredictionResponse"},
+                    ]
+                }
+            }
+        },
+    }
+    return body, ok, components
+
+
+def install_openapi(app: FastAPI, store: ModelStore) -> None:
+    cache: dict = {}
+
+    def openapi() -> dict:
+        served = store.current
+        key = (served.schema.features, served.schema.task, served.schema.classes) if served else None
+        if key in cache:
+            return cache[key]
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = document.setdefault("components", {})
+        components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        for path, method in PROTECTED:
+            document["paths"][path][method]["security"] = SECURITY
+        body, ok, schemas = _predict_body(store)
+        components.setdefault("schemas", {}).update(schemas)
+        operation = document["paths"]["/predict"]["post"]
+        operation["requestBody"] = body
+        operation["responses"]["200"] = ok
+        if served is not None:  # the document is stable once a model is loaded: reloads keep the same inputs
+            cache[key] = document
+        return document
+
+    app.openapi = openapi

@@ -1,0 +1,179 @@
+"""Which version does the alias point to? Asked at start-up and at every refresh, so it must be cheap.
+
+Importing MLflow costs seconds (it pulls in pandas, SQLAlchemy and its GenAI modules), which
+would dominate a cold start and stall the event loop's thread on the first refresh. The two
+stores this template sets up are read directly:
+- the embedded SQLite store with the standard library's sqlite3, read-only (the tables MLflow
+  keeps its aliases in; a test checks the answer against MlflowClient's);
+- a database store (PostgreSQL, MySQL) with the same query through SQLAlchemy, one connection
+  attempt bounded by a timeout (MLflow's engine retries for about a minute and a half);
+- a tracking server over its REST API (`/api/2.0/mlflow/registered-models/alias`), with a short
+  timeout, so a stopped server answers 503 at once instead of after MLflow's retry back-off.
+Any other store (Databricks, a file store, a schema this query does not know) goes through MlflowClient.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from tand.errors import RegistryError
+
+HTTP_TIMEOUT = 5.0
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+@dataclass(frozen=True)
+class AliasTarget:
+    version: int
+    run_id: str
+    source: str = ""  # where the version's model comes from (models:/m-<id> in MLflow 3): immutable
+
+
+def redact(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password:
+        return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    return uri
+
+
+def _unreachable(uri: str, reason: str) -> RegistryError:
+    return RegistryError(f"MLflow tracking store {redact(uri)} is unreachable ({reason[:200]}); check MLFLOW_TRACKING_URI")
+
+
+def _no_alias(name: str, alias: str) -> RegistryError:
+    return RegistryError(f"model {name!r} has no alias {alias!r} in the registry; train a model or move the alias")
+
+
+_ALIAS_QUERY = (
+    "SELECT a.version, v.run_id, v.source, v.status FROM registered_model_aliases a JOIN model_versions v "
+    "ON v.name = a.name AND v.version = a.version AND v.workspace = a.workspace "
+    "WHERE a.name = {name} AND a.alias = {alias}"
+)
+_engines: dict = {}
+
+
+def lookup_alias(tracking_uri: str, name: str, alias: str) -> AliasTarget:
+    """The version `alias` points to, or RegistryError (store unreachable, alias pointing nowhere)."""
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
+    if tracking_uri.startswith(("http://", "https://")):
+        return _from_rest(tracking_uri, name, alias)
+    target = None
+    if tracking_uri.startswith("sqlite:///"):
+        target = _from_sqlite(tracking_uri, name, alias)
+    elif scheme in ("postgresql", "mysql"):
+        target = _from_database(tracking_uri, name, alias)
+    return target or _from_mlflow(tracking_uri, name, alias)
+
+
+def _target(rows: list, name: str, alias: str) -> AliasTarget | None:
+    if not rows:
+        raise _no_alias(name, alias)
+    if len(rows) > 1:
+        return None  # the name exists in several MLflow workspaces: let MLflow pick
+    version, run_id, source, status = rows[0]
+    if status not in (None, "READY"):
+        raise RegistryError(f"model {name!r} version {version} is {status}, not READY; retry when it is")
+    return AliasTarget(int(version), run_id or "", source or "")
+
+
+def _from_sqlite(uri: str, name: str, alias: str) -> AliasTarget | None:
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if not os.path.isfile(path):
+        raise _unreachable(uri, f"no database file at {os.path.abspath(path)}")
+    try:
+        connection = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise _unreachable(uri, str(exc)) from None
+    try:
+        rows = connection.execute(_ALIAS_QUERY.format(name="?", alias="?"), (name, alias)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such" in str(exc):
+            return None  # not a schema we know (an older or newer MLflow): ask MLflow itself
+        raise _unreachable(uri, str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise _unreachable(uri, str(exc)) from None
+    finally:
+        connection.close()
+    return _target(rows, name, alias)
+
+
+def _from_database(uri: str, name: str, alias: str) -> AliasTarget | None:
+    import sqlalchemy
+
+    if uri not in _engines:
+        _engines[uri] = sqlalchemy.create_engine(
+            uri, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": int(HTTP_TIMEOUT)}
+        )
+    try:
+        with _engines[uri].connect() as connection:
+            query = sqlalchemy.text(_ALIAS_QUERY.format(name=":name", alias=":alias"))
+            rows = [tuple(row) for row in connection.execute(query, {"name": name, "alias": alias})]
+    except sqlalchemy.exc.ProgrammingError:
+        return None  # not a schema we know: ask MLflow itself
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise _unreachable(uri, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    return _target(rows, name, alias)
+
+
+def _rest_request(uri: str, name: str, alias: str) -> urllib.request.Request:
+    query = urllib.parse.urlencode({"name": name, "alias": alias})
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias?{query}")
+    # The same credentials MlflowClient would send.
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+    elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        pair = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        request.add_header("Authorization", f"Basic {base64.b64encode(pair.encode()).decode()}")
+    return request
+
+
+def _ssl_context() -> ssl.SSLContext | None:
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # noqa: S323 - the user asked for it, as MLflow honours it
+    cafile = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    return ssl.create_default_context(cafile=cafile) if cafile else None
+
+
+def _from_rest(uri: str, name: str, alias: str) -> AliasTarget:
+    try:
+        with urllib.request.urlopen(_rest_request(uri, name, alias), timeout=HTTP_TIMEOUT, context=_ssl_context()) as answer:
+            body = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            code = json.loads(exc.read() or b"{}").get("error_code", "")
+        except ValueError:
+            code = ""
+        if code in _NOT_FOUND or exc.code == 404:
+            raise _no_alias(name, alias) from None
+        raise _unreachable(uri, f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _unreachable(uri, str(getattr(exc, "reason", exc))) from None
+    version = body.get("model_version") or {}
+    if "version" not in version:
+        raise _unreachable(uri, "unexpected answer to the alias lookup")
+    return AliasTarget(int(version["version"]), version.get("run_id") or "", version.get("source") or "")
+
+
+def _from_mlflow(uri: str, name: str, alias: str) -> AliasTarget:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import sqlalchemy.exc
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = MlflowClient(tracking_uri=uri).get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            raise _no_alias(name, alias) from None
+        raise _unreachable(uri, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise _unreachable(uri, str(exc).strip().splitlines()[0]) from None
+    return AliasTarget(int(version.version), version.run_id or "", version.source or "")

@@ -1,0 +1,149 @@
+"""Request and response schemas, generated from the served model's feature schema.
+
+A /predict body is one JSON object of features or a JSON array of them. Each field is typed
+from the model (number, integer, boolean, or one of the known categories), every feature is
+required, extra fields are refused, null/NaN/Infinity are refused. The body is validated
+straight from its bytes by pydantic-core (no intermediate json.loads, no model instances).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
+
+from tand.schema import Feature, FeatureSchema
+
+MAX_ERRORS = 50  # a 10,000-row batch of bad rows should not answer with a 10,000-entry list
+# Valid JSON numbers such as 1e308 overflow once standardised (the MLP computes in float32), and
+# integers beyond 2**1024 cannot become floats at all: numbers are bounded, and the schema says so.
+MAX_MAGNITUDE = 10**15
+ROW_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+_JSON_TYPES = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean"}
+
+
+class RequestError(Exception):
+    """The body is not a valid /predict request; `errors` says where and why (FastAPI's 422 shape)."""
+
+    def __init__(self, errors: list[dict]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _one_of(values: tuple):
+    allowed = frozenset(values)
+    expected = " or ".join(repr(v) for v in values) if len(values) <= 20 else f"one of the {len(values)} known values"
+
+    def check(value):
+        if value not in allowed:
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
+
+    return AfterValidator(check)
+
+
+def _field_type(feature: Feature):
+    if feature.kind == "numeric":
+        bounds = Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
+        return Annotated[int, Strict(), bounds] if feature.dtype == "integer" else Annotated[float, Strict(), bounds]
+    if feature.dtype == "boolean":
+        return Annotated[bool, Strict()]
+    categories = tuple(feature.categories or ())
+    if feature.dtype == "string":
+        return Literal[categories] if categories else str
+    base = int if feature.dtype == "integer" else float
+    enum = {"type": _JSON_TYPES[feature.dtype], "enum": list(categories)}
+    # Literal would accept true for 1 and 1.0 for 1: a strict type first, then membership.
+    return Annotated[base, Strict(), _one_of(categories), WithJsonSchema(enum)]
+
+
+def features_type(schema: FeatureSchema) -> type:
+    row = TypedDict("Features", {f.name: _field_type(f) for f in schema.features})
+    row.__pydantic_config__ = ROW_CONFIG
+    return row
+
+
+class RequestParser:
+    """Body bytes → validated rows (dicts), or RequestError naming each bad field."""
+
+    def __init__(self, schema: FeatureSchema, max_rows: int):
+        self.row_type = features_type(schema)
+        self.max_rows = max_rows
+        self._one = TypeAdapter(self.row_type)
+        self._many = TypeAdapter(Annotated[list[self.row_type], Field(min_length=1, max_length=max_rows)])
+
+    def parse(self, body: bytes) -> tuple[list[dict], bool]:
+        """(rows, is_batch)."""
+        head = body[:1]
+        if head in (b" ", b"\t", b"\r", b"\n"):
+            head = body.lstrip()[:1]
+        batch = head == b"["
+        try:
+            value = (self._many if batch else self._one).validate_json(body)
+        except ValidationError as exc:
+            raise RequestError(_errors(exc)) from None
+        return (value, True) if batch else ([value], False)
+
+    def row_json_schema(self) -> dict:
+        schema = self._one.json_schema(ref_template="#/components/schemas/{model}")
+        schema.pop("$defs", None)
+        return schema
+
+    def body_json_schema(self, ref: str) -> dict:
+        return {
+            "anyOf": [
+                {"$ref": ref},
+                {"type": "array", "items": {"$ref": ref}, "minItems": 1, "maxItems": self.max_rows},
+            ],
+            "description": f"One object of features, or an array of 1 to {self.max_rows} of them.",
+        }
+
+
+def _errors(exc: ValidationError) -> list[dict]:
+    found = exc.errors(include_url=False, include_input=False, include_context=False)
+    errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in found[:MAX_ERRORS]]
+    if len(found) > MAX_ERRORS:
+        errors.append({"loc": ["body"], "msg": f"and {len(found) - MAX_ERRORS} more errors", "type": "too_many_errors"})
+    return errors
+
+
+def example_from_schema(schema: FeatureSchema) -> dict[str, Any]:
+    """A valid row when the registry holds no request example."""
+    example = {}
+    for f in schema.features:
+        if f.categories:
+            example[f.name] = f.categories[0]
+        else:
+            example[f.name] = {"integer": 0, "boolean": False, "string": ""}.get(f.dtype, 0.0)
+    return example
+
+
+def response_json_schemas(schema: FeatureSchema, proba: bool, class_names) -> dict[str, dict]:
+    """OpenAPI component schemas for /predict answers (hand-built: they depend on the task)."""
+    if schema.task == "classification":
+        prediction = {"type": "string", "enum": list(class_names or ())}
+        item = {"type": "object", "properties": {"prediction": prediction}, "required": ["prediction"]}
+        if proba:
+            probabilities = {name: {"type": "number", "minimum": 0, "maximum": 1} for name in class_names}
+            item["properties"]["probabilities"] = {"type": "object", "properties": probabilities}
+            item["required"].append("probabilities")
+    else:
+        item = {"type": "object", "properties": {"prediction": {"type": "number"}}, "required": ["prediction"]}
+    version = {"type": "integer", "description": "The registered model version that answered."}
+    single = {
+        "type": "object",
+        "properties": {**item["properties"], "model_version": version},
+        "required": [*item["required"], "model_version"],
+    }
+    batch = {
+        "type": "object",
+        "properties": {"predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}}, "model_version": version},
+        "required": ["predictions", "model_version"],
+    }
+    return {
+        "Prediction": item,
+        "PredictionResponse": single,
+        "BatchPredictionResponse": batch,
+    }

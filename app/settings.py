@@ -1,0 +1,121 @@
+"""The API's settings, read once from the environment (and the config file for defaults).
+
+`invoke serve` loads env_files/app.env first; a variable already in the environment wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tand.errors import TandError
+
+EXAMPLE_TOKEN = "change-me-example-token"  # the value shipped in env_files/app.env
+DEFAULT_TRACKING_URI = "sqlite:///database.db"
+_ALIAS = re.compile(r"^[A-Za-z][\w-]*$")
+
+
+class SettingsError(TandError):
+    """The environment cannot start the API; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_token: str = field(repr=False)
+    model_name: str
+    model_alias: str = "production"
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    refresh_interval: float = 60.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch_rows: int = 10_000
+    cache_dir: Path | None = None  # compiled-model snapshots for fast cold starts; None = off
+
+    def __post_init__(self) -> None:
+        _require_token(self.api_token)
+        if not _ALIAS.match(self.model_alias):
+            raise SettingsError(f"MODEL_ALIAS {self.model_alias!r} is not a registry alias (letters, digits, _ and -)")
+        if not self.model_name:
+            raise SettingsError("MODEL_NAME is empty; set it or mlflow.model_name in the config file")
+
+    @property
+    def uses_example_token(self) -> bool:
+        return self.api_token == EXAMPLE_TOKEN
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        _require_token(env.get("API_TOKEN", ""))  # checked first: it is what an operator must fix first
+        config = _app_defaults(env)
+        return cls(
+            api_token=env.get("API_TOKEN", ""),
+            model_name=env.get("MODEL_NAME") or config["model_name"],
+            model_alias=_alias(env, config["alias"]),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+            refresh_interval=_number(env, "MODEL_REFRESH_INTERVAL", config["refresh_interval"], float),
+            max_body_bytes=_number(env, "MAX_BODY_BYTES", config["max_body_bytes"], int, minimum=1024),
+            max_batch_rows=_number(env, "MAX_BATCH_ROWS", config["max_batch_rows"], int, minimum=1),
+            cache_dir=_cache_dir(env),
+        )
+
+
+def _require_token(token: str) -> None:
+    if not token:
+        raise SettingsError(
+            "API_TOKEN is not set or empty; the API refuses to start without one. "
+            'Set it, e.g. export API_TOKEN=$(python -c "import secrets; print(secrets.token_urlsafe(32))")'
+        )
+
+
+def _app_defaults(env) -> dict:
+    """Defaults from the config file; it may be absent when MODEL_NAME is set (a bare container)."""
+    from tand.config import AppConfig, MlflowConfig, load_config
+
+    path = Path(env.get("TAND_CONFIG") or "config.json")
+    if path.is_file() or not env.get("MODEL_NAME"):
+        try:
+            cfg = load_config(path)
+        except TandError as exc:
+            hint = "" if env.get("TAND_CONFIG") else " (set TAND_CONFIG to the config path, or MODEL_NAME)"
+            raise SettingsError(f"{exc}{hint}") from None
+        app, mlflow = cfg.app, cfg.mlflow
+    else:
+        app, mlflow = AppConfig(), MlflowConfig()
+    return {
+        "model_name": mlflow.model_name,
+        "alias": mlflow.alias,
+        "refresh_interval": app.refresh_interval,
+        "max_body_bytes": app.max_body_bytes,
+        "max_batch_rows": app.max_batch_rows,
+    }
+
+
+def _alias(env, default: str) -> str:
+    # MODEL_STAGE is the seed's name (MLflow stages, e.g. "Production"); stages became aliases in MLflow 3.
+    if env.get("MODEL_ALIAS", "").strip():
+        return env["MODEL_ALIAS"].strip()
+    if env.get("MODEL_STAGE", "").strip():
+        return env["MODEL_STAGE"].strip().lower()
+    return default
+
+
+def _number(env, name: str, default, kind, minimum=0):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if value < minimum or value != value:  # value != value: NaN
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _cache_dir(env) -> Path | None:
+    if "MODEL_CACHE_DIR" in env:
+        raw = env["MODEL_CACHE_DIR"].strip()
+        return Path(raw).expanduser() if raw else None
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tand" / "models"

@@ -1,0 +1,301 @@
+"""Serving benchmark (not a test): this API against `mlflow models serve` and a bare FastAPI endpoint.
+
+    .venv/bin/python bench/serve_bench.py [--project DIR] [--duration 5] [--rounds 3]
+
+On 127.0.0.1, with one registered model version, it starts:
+  this API            uvicorn --factory app.main:create_app, one worker (the compiled NumPy path)
+  this API, DataFrame the same app forced onto the pipeline's DataFrame path (the before, for the after)
+  mlflow serve        mlflow models serve --env-manager local -w 1, the same version
+  bare FastAPI        a FastAPI endpoint returning a constant JSON, same uvicorn settings: the HTTP ceiling
+and drives each with wrk (POST from a Lua script) at 1 and 64 connections, interleaved, repeated,
+then times a 1,000-row batch and cold starts (process launch to the first 200 on the predict path).
+Without --project it trains the default config (5 epochs: the network's size, not its accuracy,
+sets the speed) into a temporary project. Needs wrk (Debian: apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+UVICORN = ["--host", "127.0.0.1", "--workers", "1", "--no-access-log", "--log-level", "warning"]
+
+
+# -- harness ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(url: str, body: bytes, headers: dict, timeout: float = 30) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+class Target:
+    def __init__(self, name, command, path, body, headers, env, cwd):
+        self.name, self.command, self.path, self.body, self.headers = name, command, path, body, headers
+        self.env, self.cwd, self.process, self.port = env, cwd, None, None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    def start(self, timeout: float = 180) -> float:
+        """Launch; seconds until the first 200 on the predict path (the cold start)."""
+        self.port = free_port()
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        started = time.perf_counter()
+        self.process = subprocess.Popen(command, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while time.perf_counter() - started < timeout:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited: {self.process.stderr.read().decode()[-2000:]}")
+            try:
+                if post(self.url, self.body, self.headers, timeout=5)[0] == 200:
+                    return time.perf_counter() - started
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise SystemExit(f"{self.name} gave no 200 within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by a process and its descendants (mlflow models serve forks its uvicorn)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    tree, total = {root}, 0.0
+    for _ in range(4):  # a few levels are plenty here
+        tree |= {pid for pid, (ppid, _) in stats.items() if ppid in tree}
+    for pid in tree:
+        total += stats.get(pid, (0, 0.0))[1]
+    return total
+
+
+def wait_idle(target: Target, timeout: float = 120) -> None:
+    """Wait until the server has worked off what a load run left queued (closed connections do not cancel
+    requests already read): otherwise its leftover work would slow whichever server is measured next."""
+    deadline = time.monotonic() + timeout
+    last = _tree_cpu_seconds(target.process.pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = _tree_cpu_seconds(target.process.pid)
+        if now - last < 0.02:  # under 8 % of one core over the interval
+            return
+        last = now
+
+
+LUA = """
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {{"requests": %d, "seconds": %f, "errors": %d, "non2xx": %d, "p50_us": %d, "p99_us": %d}}\\n',
+    summary.requests, summary.duration / 1e6, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk(target: Target, connections: int, duration: int, workdir: Path) -> dict:
+    headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items())
+    script = workdir / "post.lua"
+    script.write_text(LUA.format(body=json.dumps(target.body.decode()), headers=headers))
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), target.url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = json.loads(output.split("RESULT ", 1)[1].splitlines()[0])
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
+def prepare_project(args) -> Path:
+    if args.project:
+        return Path(args.project).resolve()
+    project = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    (project / "data").mkdir()
+    shutil.copy(REPO / "data" / "data.csv", project / "data" / "data.csv")
+    config = json.loads((REPO / "config.json").read_text())
+    config.pop("$schema", None)
+    config["train"]["epochs"] = 5
+    (project / "config.json").write_text(json.dumps(config))
+    print(f"training the default model (5 epochs) into {project} ...", flush=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///database.db", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "train", "--quiet"], cwd=project, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return project
+
+
+def batch_rows(n: int, names: list[str]) -> list[dict]:
+    import csv
+
+    with open(REPO / "data" / "data.csv", newline="") as file:
+        rows = [{k: float(row[k]) for k in names} for row in csv.DictReader(file)]
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+def time_batch(target: Target, body: bytes, repeats: int = 20) -> dict:
+    server, wall = [], []
+    for _ in range(2):  # warm-up: the first large body grows buffers
+        post(target.url, body, target.headers)
+    for _ in range(repeats):
+        started = time.perf_counter()
+        status, headers, _ = post(target.url, body, target.headers)
+        wall.append((time.perf_counter() - started) * 1000)
+        assert status == 200, f"{target.name}: batch answered {status}"
+        timing = {k.lower(): v for k, v in headers.items()}.get("server-timing", "")
+        if "dur=" in timing:
+            server.append(float(timing.split("dur=")[1]))
+    return {"wall_ms": statistics.median(wall), "server_ms": statistics.median(server) if server else None}
+
+
+def cold_starts(target: Target, times: int, fresh_cache=None) -> list[float]:
+    seconds = []
+    for _ in range(times):
+        if fresh_cache is not None:
+            target.env = {**target.env, "MODEL_CACHE_DIR": tempfile.mkdtemp(dir=fresh_cache)}
+        seconds.append(target.start())
+        target.stop()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", help="a project folder with a trained model (database.db, config.json)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
+    parser.add_argument("--cold", type=int, default=3, help="cold starts per server")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install wrk")
+    project = prepare_project(args)
+    sys.path[:0] = [str(REPO), str(REPO / "src")]
+    from app.registry_lookup import lookup_alias
+
+    config = json.loads((project / "config.json").read_text())
+    name = config["mlflow"]["model_name"]
+    version = lookup_alias(f"sqlite:///{project / 'database.db'}", name, "production").version
+    request = json.loads((project / "request_model.json").read_text())
+    scratch = Path(tempfile.mkdtemp(prefix="serve-bench-run-"))
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": "sqlite:///database.db",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "API_TOKEN": TOKEN,
+        "TAND_CONFIG": str(project / "config.json"),
+        "MODEL_CACHE_DIR": str(scratch / "cache"),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]),
+        # mlflow models serve runs `uvicorn` from PATH: the venv's.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", *UVICORN, "--port", "{port}"]
+    bench_dir = ["--app-dir", str(REPO / "bench")]
+    one = json.dumps(request).encode()
+    auth = {"TOKEN": TOKEN}
+    mlflow = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{name}/{version}",
+              "--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p", "{port}"]
+    targets = {
+        "this API": Target("this API", [*uvicorn, "app.main:create_app"], "/predict", one, auth, env, project),
+        "this API, DataFrame": Target("this API, DataFrame", [*uvicorn, *bench_dir, "bench_apps:dataframe_app"], "/predict", one, auth,
+                                      {**env, "MODEL_CACHE_DIR": ""}, project),
+        "mlflow models serve": Target("mlflow models serve", mlflow, "/invocations", json.dumps({"dataframe_records": [request]}).encode(),
+                                      {}, env, project),
+        "bare FastAPI": Target("bare FastAPI", [*uvicorn, *bench_dir, "bench_apps:bare_app"], "/predict", one, auth, env, project),
+    }
+    print(f"model {name} version {version}; {os.cpu_count()} CPUs; wrk -t1, {args.duration}s runs, {args.rounds} rounds", flush=True)
+
+    cold = {"this API (first load, no snapshot)": cold_starts(targets["this API"], args.cold, fresh_cache=scratch)}
+    targets["this API"].env = env
+    targets["this API"].start()  # writes the snapshot a restart reads
+    targets["this API"].stop()
+    cold["this API (restart, snapshot)"] = cold_starts(targets["this API"], args.cold)
+    cold["mlflow models serve"] = cold_starts(targets["mlflow models serve"], args.cold)
+    cold["bare FastAPI"] = cold_starts(targets["bare FastAPI"], args.cold)
+
+    results: dict = {}
+    try:
+        for target in targets.values():
+            target.start()
+            wrk(target, 8, 1, scratch)  # warm-up
+            wait_idle(target)
+        rows = batch_rows(1000, list(request))
+        batch = {
+            "this API": time_batch(targets["this API"], json.dumps(rows).encode()),
+            "this API, DataFrame": time_batch(targets["this API, DataFrame"], json.dumps(rows).encode()),
+            "mlflow models serve": time_batch(targets["mlflow models serve"], json.dumps({"dataframe_records": rows}).encode()),
+        }
+        for round_ in range(args.rounds):
+            order = list(targets.values())
+            order = order[round_ % len(order):] + order[: round_ % len(order)]
+            for connections in (1, 64):
+                for target in order:
+                    results.setdefault((target.name, connections), []).append(wrk(target, connections, args.duration, scratch))
+                    wait_idle(target)
+            print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+    finally:
+        for target in targets.values():
+            target.stop()
+    report(results, batch, cold)
+
+
+def report(results: dict, batch: dict, cold: dict) -> None:
+    def median(name, connections, key):
+        return statistics.median(r[key] for r in results[(name, connections)])
+
+    print("\nsingle-row predict, wrk -t1 (median of rounds)")
+    print(f"{'server':<22}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for (name, connections), runs in sorted(results.items(), key=lambda item: (item[0][1], item[0][0])):
+        errors = sum(r["errors"] + r["non2xx"] for r in runs)
+        print(f"{name:<22}{connections:>6}{median(name, connections, 'rps'):>10.0f}"
+              f"{median(name, connections, 'p50_us') / 1000:>9.2f}{median(name, connections, 'p99_us') / 1000:>9.2f}{errors:>8}")
+    for connections in (1, 64):
+        this = median("this API", connections, "rps")
+        print(f"ratios at {connections} connection(s): this/mlflow {this / median('mlflow models serve', connections, 'rps'):.1f}x, "
+              f"this/ceiling {100 * this / median('bare FastAPI', connections, 'rps'):.0f} %, "
+              f"compiled/DataFrame {this / median('this API, DataFrame', connections, 'rps'):.1f}x")
+    print("\n1,000-row batch (median of 20)")
+    for name, figures in batch.items():
+        server = f"server {figures['server_ms']:.1f} ms, " if figures["server_ms"] is not None else ""
+        print(f"  {name:<22}{server}round trip {figures['wall_ms']:.1f} ms")
+    print("\ncold start: process launch to the first 200 on the predict path (seconds)")
+    for name, seconds in cold.items():
+        print(f"  {name:<38}median {statistics.median(seconds):.2f}  (runs: {', '.join(f'{s:.2f}' for s in seconds)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The compiled NumPy path answers exactly as the fitted pipeline does (no per-request DataFrame)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler
+
+from app.compiled import compile_preprocessor, from_arrays, to_arrays
+from app.loading import build_predictor, load_from_registry
+from app.predictor import OutOfRange, Predictor
+from app.registry_lookup import AliasTarget
+from app.snapshots import Snapshot, SnapshotCache
+from app_support import REPO
+from tand.models.mlp import MLPRegressor
+from tand.pipeline import build_preprocessor
+from tand.schema import Feature, FeatureSchema
+
+
+def _pipeline_of(trained_model):
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+
+    uri = trained_model.project.tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    location = client.get_model_version_download_uri(trained_model.model_name, str(trained_model.version))
+    return mlflow.sklearn.load_model(location)
+
+
+@pytest.fixture(scope="module")
+def served(trained_model):
+    loaded = load_from_registry(trained_model.project.tracking_uri, trained_model.model_name, trained_model.version)
+    frame = pd.read_csv(REPO / "data" / "data.csv")[loaded.schema.names]
+    return loaded, _pipeline_of(trained_model), frame
+
+
+def _proba_in_fitted_order(answers, classes) -> np.ndarray:
+    return np.array([[a["probabilities"][c] for c in classes] for a in answers], dtype=np.float32)
+
+
+def test_the_mlp_is_served_by_numpy_alone_and_matches_the_pipeline_bitwise(served):
+    loaded, pipeline, frame = served
+    assert loaded.predictor.inference == "numpy"
+    rows = frame.to_dict("records")
+    compiled_X = loaded.predictor.snapshot_parts[0].transform(rows)
+    assert np.array_equal(compiled_X, pipeline[0].transform(frame))
+    answers = loaded.predictor.answers(rows)
+    assert [a["prediction"] for a in answers] == pipeline.predict(frame).tolist()
+    assert np.array_equal(_proba_in_fitted_order(answers, pipeline.classes_), pipeline.predict_proba(frame))
+    # One row at a time too (the common request), against the pipeline on the same single row.
+    for i in (0, 7, 300):
+        (one,) = loaded.predictor.answers([rows[i]])
+        assert np.array_equal(_proba_in_fitted_order([one], pipeline.classes_), pipeline.predict_proba(frame.iloc[[i]]))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warning: the overflow is the point
+def test_values_the_model_cannot_compute_with_are_named_not_answered_with_nan(served):
+    loaded, _, frame = served
+    rows = frame.head(3).to_dict("records")
+    rows[1] = {**rows[1], "mean_area": 1e300}  # past the request bounds: overflows float32 once scaled
+    with pytest.raises(OutOfRange) as caught:
+        loaded.predictor.answers(rows)
+    assert caught.value.problems == [(1, None)]
+
+
+def test_probabilities_are_keyed_by_the_configured_labels_in_configured_order(served, trained_model):
+    loaded, _, frame = served
+    (answer,) = loaded.predictor.answers(frame.head(1).to_dict("records"))
+    assert list(answer["probabilities"]) == trained_model.config["train"]["labels"]
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_snapshot_round_trip_predicts_the_same(served, tmp_path):
+    loaded, _, frame = served
+    rows = frame.to_dict("records")
+    preprocessor, mlp = loaded.predictor.snapshot_parts
+    again = Predictor(loaded.schema, *from_arrays(*to_arrays(preprocessor, mlp)))
+    assert again.answers(rows) == loaded.predictor.answers(rows)
+    cache = SnapshotCache(tmp_path, "m")
+    target = AliasTarget(3, "abc", "models:/m-1")
+    cache.write(target, Snapshot(loaded.schema, loaded.metrics, loaded.example, preprocessor, mlp))
+    restored = cache.read(target)
+    assert restored.schema == loaded.schema and restored.example == loaded.example
+    assert Predictor(restored.schema, restored.preprocessor, restored.mlp).answers(rows) == loaded.predictor.answers(rows)
+    assert cache.read(AliasTarget(3, "abc", "models:/m-2")) is None  # the same number for another model: not this file
+    cache.path(target).write_bytes(b"not a zip file")
+    assert cache.read(target) is None  # unreadable: ignored, the registry path loads instead
+
+
+MIXED = FeatureSchema(
+    features=(
+        Feature("size", "numeric", "number"),
+        Feature("count", "numeric", "integer"),
+        Feature("colour", "categorical", "string", ("blue", "green", "red")),
+        Feature("rooms", "categorical", "integer", (1, 2, 3)),
+    ),
+    task="classification",
+    label="kind",
+    classes=("yes", "no"),  # configured order differs from scikit-learn's sorted ("no", "yes")
+)
+
+
+def _mixed_frame(n: int, seed: int, missing: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(5, 2, n),
+            "count": rng.integers(0, 100, n).astype(float),
+            "colour": rng.choice(["blue", "green", "red"], n).astype(object),
+            "rooms": rng.integers(1, 4, n),
+        }
+    )
+    if missing:
+        frame.loc[::7, "size"] = np.nan
+        frame.loc[::11, "colour"] = np.nan
+    return frame
+
+
+def test_mixed_numeric_and_categorical_features_compile_and_match(tmp_path):
+    train = _mixed_frame(200, 0, missing=True)
+    labels = np.where(train["size"].fillna(5) + (train["colour"] == "red") > 5.5, "yes", "no")
+    pipeline = Pipeline([("preprocessor", build_preprocessor(MIXED)), ("model", LogisticRegression())]).fit(train, labels)
+    test = _mixed_frame(50, 1, missing=False)
+    rows = test.to_dict("records")
+    rows[0]["colour"] = "purple"  # unknown to the encoder: all zeros, as handle_unknown="ignore" does
+    test = pd.DataFrame(rows)
+    predictor = build_predictor(pipeline, MIXED, rows[1])
+    assert predictor.inference == "numpy-preprocessing+estimator"
+    assert np.array_equal(compile_preprocessor(pipeline[0]).transform(rows), pipeline[0].transform(test))
+    answers = predictor.answers(rows)
+    assert [a["prediction"] for a in answers] == pipeline.predict(test).tolist()
+    assert np.array_equal(
+        np.array([[a["probabilities"][c] for c in pipeline.classes_] for a in answers]), pipeline.predict_proba(test)
+    )
+    assert list(answers[0]["probabilities"]) == ["yes", "no"]
+    # Missing numbers are imputed with the fitted medians, as SimpleImputer does.
+    with_missing = [dict(row, size=None) for row in rows[1:4]]
+    assert np.array_equal(
+        compile_preprocessor(pipeline[0]).transform(with_missing), pipeline[0].transform(pd.DataFrame(with_missing))
+    )
+
+
+def test_a_preprocessor_it_does_not_know_falls_back_to_the_dataframe_path():
+    train = _mixed_frame(100, 2, missing=False)[["size", "count"]]
+    labels = np.where(train["size"] > 5, "yes", "no")
+    schema = FeatureSchema(MIXED.features[:2], "classification", "kind", ("yes", "no"))
+    preprocessor = ColumnTransformer([("minmax", MinMaxScaler(), ["size", "count"])])
+    pipeline = Pipeline([("preprocessor", preprocessor), ("model", LogisticRegression())]).fit(train, labels)
+    assert compile_preprocessor(pipeline[0]) is None
+    predictor = build_predictor(pipeline, schema, train.iloc[0].to_dict())
+    assert predictor.inference == "dataframe-pipeline"
+    answers = predictor.answers(train.to_dict("records"))
+    assert [a["prediction"] for a in answers] == pipeline.predict(train).tolist()
+
+
+def test_the_mlp_regressor_forward_pass_matches_bitwise():
+    rng = np.random.default_rng(3)
+    schema = FeatureSchema(MIXED.features, "regression", "price")
+    frame = _mixed_frame(40, 4, missing=False)
+    preprocessor = build_preprocessor(schema).fit(frame)
+    width = preprocessor.transform(frame).shape[1]
+    # Weights set by hand: the forward pass is what is under test, and it needs no PyTorch.
+    mlp = MLPRegressor(hidden_sizes=(8,))
+    mlp.weights_ = [rng.normal(size=(width, 8)).astype(np.float32), rng.normal(size=(8, 1)).astype(np.float32)]
+    mlp.biases_ = [rng.normal(size=8).astype(np.float32), rng.normal(size=1).astype(np.float32)]
+    mlp.y_mean_, mlp.y_std_, mlp.n_features_in_ = 150.0, 40.0, width
+    pipeline = Pipeline([("preprocessor", preprocessor), ("model", mlp)])
+    predictor = build_predictor(pipeline, schema, frame.iloc[0].to_dict())
+    assert predictor.inference == "numpy" and predictor.class_names is None
+    answers = predictor.answers(frame.to_dict("records"))
+    assert [a["prediction"] for a in answers] == pipeline.predict(frame).tolist()
+    assert set(answers[0]) == {"prediction"}

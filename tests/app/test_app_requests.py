@@ -1,0 +1,109 @@
+"""The request schema generated from a feature schema: types, categories, every kind of bad body."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.schemas import MAX_ERRORS, RequestError, RequestParser
+from tand.schema import Feature, FeatureSchema
+
+SCHEMA = FeatureSchema(
+    features=(
+        Feature("size", "numeric", "number"),
+        Feature("count", "numeric", "integer"),
+        Feature("colour", "categorical", "string", ("blue", "red")),
+        Feature("rooms", "categorical", "integer", (1, 2, 3)),
+        Feature("ratio", "categorical", "number", (0.5, 1.5)),
+        Feature("garden", "categorical", "boolean", (False, True)),
+    ),
+    task="classification",
+    label="kind",
+    classes=("no", "yes"),
+)
+ROW = {"size": 2.5, "count": 3, "colour": "red", "rooms": 2, "ratio": 1.5, "garden": True}
+parser = RequestParser(SCHEMA, max_rows=3)
+
+
+def errors_of(body) -> list[dict]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with pytest.raises(RequestError) as caught:
+        parser.parse(raw)
+    return caught.value.errors
+
+
+def test_valid_object_and_array():
+    assert parser.parse(json.dumps(ROW).encode()) == ([ROW], False)
+    assert parser.parse(json.dumps([ROW, ROW]).encode()) == ([ROW, ROW], True)
+    assert parser.parse(b"\n  " + json.dumps([ROW]).encode()) == ([ROW], True)
+    # A whole number is a valid `number`.
+    assert parser.parse(json.dumps({**ROW, "size": 2}).encode())[0][0]["size"] == 2
+
+
+@pytest.mark.parametrize(
+    "change, loc, message",
+    [
+        ({"size": "2.5"}, "size", "valid number"),
+        ({"size": None}, "size", "valid number"),
+        ({"size": True}, "size", "valid number"),
+        ({"count": 2.5}, "count", "valid integer"),
+        ({"count": 10**400}, "count", "less than or equal to"),
+        ({"size": -1e16}, "size", "greater than or equal to"),
+        ({"colour": "green"}, "colour", "'blue' or 'red'"),
+        ({"colour": 1}, "colour", "'blue' or 'red'"),
+        ({"rooms": 4}, "rooms", "1 or 2 or 3"),
+        ({"rooms": True}, "rooms", "valid integer"),
+        ({"rooms": 2.0}, "rooms", "valid integer"),
+        ({"ratio": 1.0}, "ratio", "0.5 or 1.5"),
+        ({"garden": 1}, "garden", "valid boolean"),
+        ({"extra": 1}, "extra", "Extra inputs are not permitted"),
+    ],
+)
+def test_each_bad_field_is_named(change, loc, message):
+    (error,) = errors_of({**ROW, **change})
+    assert error["loc"] == ["body", loc] and message in error["msg"]
+
+
+def test_missing_fields_are_each_named():
+    errors = errors_of({k: v for k, v in ROW.items() if k not in ("size", "rooms")})
+    assert {tuple(e["loc"]) for e in errors} == {("body", "size"), ("body", "rooms")}
+    assert all(e["msg"] == "Field required" for e in errors)
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_refused(token):
+    body = json.dumps(ROW).replace("2.5", "__X__").encode().replace(b'"__X__"', token).replace(b"__X__", token)
+    (error,) = errors_of(body)
+    assert error["loc"][0] == "body" and error["type"] in ("finite_number", "json_invalid")
+
+
+def test_malformed_json_empty_and_oversized_arrays_and_the_wrong_shape():
+    assert errors_of(b'{"size": 2.5,')[0]["type"] == "json_invalid"
+    assert errors_of(b"")[0]["type"] == "json_invalid"
+    assert errors_of([])[0]["msg"] == "List should have at least 1 item after validation, not 0"
+    too_many = errors_of([ROW] * 4)[0]
+    assert too_many["type"] == "too_long" and "at most 3 items" in too_many["msg"]
+    assert errors_of(b'"a string"')[0]["type"] == "dict_type"
+    assert errors_of([ROW, {**ROW, "size": "x"}])[0]["loc"] == ["body", 1, "size"]
+
+
+def test_a_flood_of_errors_is_capped():
+    many = RequestParser(SCHEMA, max_rows=1000)
+    with pytest.raises(RequestError) as caught:
+        many.parse(json.dumps([{**ROW, "size": "x"}] * 200).encode())
+    errors = caught.value.errors
+    assert len(errors) == MAX_ERRORS + 1 and errors[-1]["msg"] == "and 150 more errors"
+
+
+def test_the_json_schema_types_every_field_and_lists_categories():
+    schema = parser.row_json_schema()
+    properties = schema["properties"]
+    assert schema["additionalProperties"] is False and sorted(schema["required"]) == sorted(ROW)
+    assert properties["size"]["type"] == "number" and properties["count"]["type"] == "integer"
+    assert properties["colour"]["enum"] == ["blue", "red"] and properties["colour"]["type"] == "string"
+    assert (properties["rooms"]["type"], properties["rooms"]["enum"]) == ("integer", [1, 2, 3])
+    assert (properties["ratio"]["type"], properties["ratio"]["enum"]) == ("number", [0.5, 1.5])
+    assert properties["garden"]["type"] == "boolean"
+    body = parser.body_json_schema("#/components/schemas/Features")
+    assert body["anyOf"][1]["maxItems"] == 3 and body["anyOf"][1]["minItems"] == 1
