@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -16,6 +18,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tand import stores
 from tand.errors import RegistryError
 from tand.schema import FeatureSchema
 
@@ -36,9 +39,20 @@ class LoadedModel:
     metrics: dict
 
 
+# The part of a driver's or HTTP client's long message that says why (urllib3 buries it at the end).
+_CAUSE = re.compile(
+    r"Connection refused|Name or service not known|nodename nor servname|timed out|Temporary failure in name resolution"
+    r"|could not connect to server|database \S+ does not exist|password authentication failed|unable to open database file"
+    r"|HTTP \d{3}[^\n]*|status code \d{3}[^\n]*",
+    re.IGNORECASE,
+)
+
+
 def _unreachable(uri: str, exc: BaseException) -> RegistryError:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return RegistryError(f"MLflow tracking store {redact(uri)} is unreachable ({first_line[:200]}); check MLFLOW_TRACKING_URI")
+    text = str(exc).strip()
+    cause = _CAUSE.search(text)
+    reason = cause.group(0) if cause else (text.splitlines()[0][:200] if text else type(exc).__name__)
+    return RegistryError(f"MLflow tracking store {redact(uri)} is unreachable ({reason}); check MLFLOW_TRACKING_URI")
 
 
 def redact(uri: str) -> str:
@@ -57,12 +71,38 @@ def tracking_uri() -> str:
 
 
 def check_reachable() -> None:
-    """Fail fast, with one line, when the tracking store cannot be queried."""
+    """Fail fast, with one line, when the tracking store cannot be queried.
+
+    One short attempt: MLflow retries a tracking server for minutes and a database for about
+    a minute and a half, logging every attempt. Right mid-run, wrong before a run starts."""
     uri = tracking_uri()
     try:
+        if uri.startswith(("http://", "https://")):
+            with _quick_http_requests():
+                MlflowClient().search_experiments(max_results=1)
+            return
+        if stores.is_database(uri):
+            stores.probe_database(uri)
         MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any driver or HTTP failure means the same thing here
         raise _unreachable(uri, exc) from None
+
+
+@contextmanager
+def _quick_http_requests():
+    # MLflow reads these at every request; a value the user set wins.
+    quick = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    }
+    added = [key for key in quick if key not in os.environ]
+    os.environ.update({key: quick[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _relative_local_root() -> str | None:
