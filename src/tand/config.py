@@ -109,11 +109,23 @@ class DeployConfig(_Section):
     max_instances: int = Field(10, ge=1)
     instance_types: str = Field("t3.micro,t3.small", description="Comma-separated EC2 instance types.")
     refresh_schedule: str = Field("*-*-* 03:00:00", description="systemd OnCalendar for the model refresh.")
+    single_instance: bool = Field(
+        False, description="One instance and no load balancer (the cheapest set-up; no scaling). Fixed at creation."
+    )
+    workers: int = Field(2, ge=1, description="Uvicorn worker processes per instance (WEB_CONCURRENCY).")
+    scale_up_latency: float = Field(
+        1.0, gt=0, description="Seconds of average response time (5 minutes) above which an instance is added."
+    )
+    scale_down_latency: float = Field(
+        0.2, gt=0, description="Seconds of average response time (5 minutes) below which an instance is removed."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> DeployConfig:
         if self.min_instances > self.max_instances:
             raise ValueError("min_instances must not exceed max_instances")
+        if self.scale_down_latency >= self.scale_up_latency:
+            raise ValueError("scale_down_latency must be below scale_up_latency")
         return self
 
 

@@ -1,0 +1,61 @@
+# The prediction API: FastAPI under uvicorn, serving the model the MLflow registry alias points to.
+# Build it with `invoke docker-build`: it first stages the served model in build/model-store/ (a trimmed copy
+# of database.db + mlruns/ when MLFLOW_TRACKING_URI is the embedded SQLite store; only a note otherwise).
+# The image carries no PyTorch: the template's MLP predicts with NumPy. A model that needs PyTorch at serving
+# time can add it, CPU-only:
+#   docker build --build-arg EXTRA_PACKAGES="--extra-index-url https://download.pytorch.org/whl/cpu torch==2.13.0" .
+# Few instructions, metadata first: each one is a layer, and some storage drivers (vfs) copy every layer whole.
+
+# --- Stage 1: the serving dependencies in a virtual environment, trimmed. Only /opt/venv moves on.
+FROM python:3.11-slim AS builder
+COPY requirements-serve.txt /tmp/requirements-serve.txt
+ARG EXTRA_PACKAGES=""
+# binutils only for `strip`, in this throwaway stage (pinning a Debian revision would break the build when the
+# python:3.11-slim tag moves to a newer Debian). No bytecode yet (the final stage compiles what serving
+# imports), no packages' own test suites, extension modules without symbols; the wheels' bundled *.libs are
+# left alone (stripping them breaks them).
+# hadolint ignore=DL3008,SC2086
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/* \
+ && python -m venv --without-pip /opt/venv \
+ && pip --python /opt/venv/bin/python install --no-cache-dir --disable-pip-version-check --no-compile \
+      -r /tmp/requirements-serve.txt $EXTRA_PACKAGES \
+ && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
+ && find /opt/venv -type f -name '*.so*' ! -path '*.libs/*' -exec strip --strip-unneeded {} +
+
+# --- Stage 2: the API, run by a non-root user.
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app/src:/app \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    XDG_CACHE_HOME=/home/app/.cache \
+    MLFLOW_TRACKING_URI=sqlite:///database.db \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    MODEL_ALIAS=production \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    WEB_CONCURRENCY=1
+WORKDIR /app
+EXPOSE 8000
+# Liveness through Python's urllib: no curl in the image.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('PORT', '8000'), timeout=4)"]
+# exec: uvicorn becomes PID 1 and gets `docker stop`'s SIGTERM.
+CMD ["sh", "-c", "exec uvicorn --factory app.main:create_app --host \"$HOST\" --port \"$PORT\" --workers \"$WEB_CONCURRENCY\""]
+COPY --from=builder /opt/venv /opt/venv
+# .dockerignore lets in only: config.json, app/, src/, requirements-serve.txt, deploy/docker/warm_start.py
+# and build/model-store/ (the baked store, moved to /app below and owned by root: the API reads the registry,
+# it never writes it).
+COPY . ./
+# warm_start.py compiles the bytecode of what serving imports and, with a baked store, loads the model once
+# (the build fails if it cannot) so containers start from the app's model snapshot.
+RUN test -f build/model-store/MODEL_STORE.txt \
+      || { echo "build/model-store/ is missing: build with 'invoke docker-build', which stages it" >&2; exit 1; } \
+ && useradd --no-log-init --create-home --uid 10001 --user-group app \
+ && mv build/model-store/* . \
+ && PYTHONDONTWRITEBYTECODE='' python deploy/docker/warm_start.py \
+ && rm -rf build deploy requirements-serve.txt \
+ && chown -R app:app /home/app
+USER 10001
