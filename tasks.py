@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from invoke import Collection  # noqa: E402
 
-from tand.tasks import training  # noqa: E402
+from tand.tasks import serving, shipping, tracking, training  # noqa: E402
 
 ns = Collection()
-for module in (training,):
+for module in (training, serving, tracking, shipping):
     for name, task in Collection.from_module(module).tasks.items():
         ns.add_task(task, name=name)
