@@ -19,6 +19,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from tand.models.forward import mlp_forward
 
 def _getter(columns: tuple[str, ...]):
     if len(columns) == 1:
@@ -127,14 +128,7 @@ class NumpyMLP:
     y_std: float = 1.0
 
     def _forward(self, X: np.ndarray) -> np.ndarray:
-        out = np.asarray(X, dtype=np.float32)
-        last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            out = out @ weight
-            out += bias
-            if i < last:
-                out = np.maximum(out, 0, out=out)
-        return out
+        return mlp_forward(X, self.weights, self.biases)
 
     def predict_with_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = self._forward(X)

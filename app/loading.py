@@ -18,11 +18,10 @@ from pathlib import Path
 from app.predictor import Predictor
 from app.registry_lookup import redact
 from app.schemas import example_from_schema
-from tand.errors import RegistryError
+from tand.errors import NOT_FOUND_CODES, RegistryError
 from tand.schema import FeatureSchema
 
 log = logging.getLogger("app")
-_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def load_from_registry(tracking_uri: str, name: str, version: int) -> LoadedVers
     except MlflowException as exc:
         if step == "files":
             raise RegistryError(f"model {name!r} version {version}: its files cannot be read ({_first_line(exc)})") from None
-        if exc.error_code in _NOT_FOUND:
+        if exc.error_code in NOT_FOUND_CODES:
             raise RegistryError(f"model {name!r} has no version {version} in the registry") from None
         raise RegistryError(f"MLflow tracking store {redact(tracking_uri)} is unreachable ({_first_line(exc)})") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:

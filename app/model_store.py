@@ -134,21 +134,10 @@ def single_threaded_blas():
 
 
 def _mismatch(serving: ServedModel, candidate: ServedModel) -> str:
-    old, new = serving.schema, candidate.schema
-    details = []
-    removed = [n for n in old.names if n not in new.names]
-    added = [n for n in new.names if n not in old.names]
-    if removed:
-        details.append(f"lacks {', '.join(removed[:10])}")
-    if added:
-        details.append(f"adds {', '.join(added[:10])}")
-    if not details and old.features != new.features:
-        details.append("types or categories of its features differ")
-    if (old.task, old.classes) != (new.task, new.classes):
-        details.append(f"predicts {new.task} {list(new.classes or [])} instead of {old.task} {list(old.classes or [])}")
+    details = serving.schema.describe_difference(candidate.schema)
     return (
         f"version {candidate.version} takes different inputs than version {serving.version}, which keeps serving "
-        f"({'; '.join(details)}); restart the API to switch to it on purpose"
+        f"({details}); restart the API to switch to it on purpose"
     )
 
 

@@ -24,10 +24,9 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from tand.errors import RegistryError
+from tand.errors import NOT_FOUND_CODES, RegistryError
 
 HTTP_TIMEOUT = 5.0
-_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ def _from_rest(uri: str, name: str, alias: str) -> AliasTarget:
             code = json.loads(exc.read() or b"{}").get("error_code", "")
         except ValueError:
             code = ""
-        if code in _NOT_FOUND or exc.code == 404:
+        if code in NOT_FOUND_CODES or exc.code == 404:
             raise _no_alias(name, alias) from None
         raise _unreachable(uri, f"HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -171,7 +170,7 @@ def _from_mlflow(uri: str, name: str, alias: str) -> AliasTarget:
     try:
         version = MlflowClient(tracking_uri=uri).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        if exc.error_code in _NOT_FOUND:
+        if exc.error_code in NOT_FOUND_CODES:
             raise _no_alias(name, alias) from None
         raise _unreachable(uri, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:

@@ -19,10 +19,9 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from tand import registry
-from tand.errors import RegistryError
+from tand.errors import NOT_FOUND_CODES, RegistryError
 from tand.schema import FeatureSchema
 
-_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def _registry_call(what: str, call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
     except MlflowException as exc:
-        if exc.error_code in _NOT_FOUND:
+        if exc.error_code in NOT_FOUND_CODES:
             raise RegistryError(f"{what} does not exist in {registry.redact(registry.tracking_uri())}") from None
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.error_code
         raise RegistryError(
@@ -150,20 +149,7 @@ def version_schema(name: str, version: int) -> FeatureSchema:
 
 def schema_difference(old: FeatureSchema, new: FeatureSchema) -> str:
     """What a client would notice, in words; empty when the inputs and answers are the same."""
-    if old.same_inputs(new):
-        return ""
-    details = []
-    removed = [n for n in old.names if n not in new.names]
-    added = [n for n in new.names if n not in old.names]
-    if removed:
-        details.append(f"lacks {', '.join(removed[:8])}{' ...' if len(removed) > 8 else ''}")
-    if added:
-        details.append(f"adds {', '.join(added[:8])}{' ...' if len(added) > 8 else ''}")
-    if not details and old.features != new.features:
-        details.append("the types or categories of its features differ")
-    if (old.task, old.classes) != (new.task, new.classes):
-        details.append(f"predicts {new.task} {list(new.classes or [])} instead of {old.task} {list(old.classes or [])}")
-    return "; ".join(details)
+    return old.describe_difference(new)
 
 
 def _difference(name: str, current: int, candidate: int, force: bool) -> str:

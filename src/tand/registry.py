@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tand import stores
-from tand.errors import RegistryError
+from tand.errors import NOT_FOUND_CODES, RegistryError
 from tand.schema import FeatureSchema
 
 MODEL_ARTIFACT = "model"
@@ -175,7 +175,7 @@ def alias_version(name: str, alias: str) -> int | None:
     try:
         return int(MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+        if exc.error_code in NOT_FOUND_CODES:
             return None
         raise
 
@@ -207,7 +207,7 @@ def load_version(name: str, alias: str | None = None, version: int | None = None
         pipeline = mlflow.sklearn.load_model(local_dir)
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+        if exc.error_code in NOT_FOUND_CODES:
             target = f"alias {alias!r}" if alias else f"version {version}"
             raise RegistryError(f"model {name!r} has no {target} in the registry") from None
         raise _unreachable(tracking_uri(), exc) from None

@@ -52,6 +52,23 @@ class FeatureSchema:
         """True when a request valid for one is valid for the other, with the same answer shape."""
         return (self.features, self.task, self.classes) == (other.features, other.task, other.classes)
 
+    def describe_difference(self, new: FeatureSchema) -> str:
+        """What a client would notice moving from this schema to `new`, in words; empty when nothing."""
+        if self.same_inputs(new):
+            return ""
+        details = []
+        removed = [n for n in self.names if n not in new.names]
+        added = [n for n in new.names if n not in self.names]
+        if removed:
+            details.append(f"lacks {', '.join(removed[:8])}{' ...' if len(removed) > 8 else ''}")
+        if added:
+            details.append(f"adds {', '.join(added[:8])}{' ...' if len(added) > 8 else ''}")
+        if not details and self.features != new.features:
+            details.append("the types or categories of its features differ")
+        if (self.task, self.classes) != (new.task, new.classes):
+            details.append(f"predicts {new.task} {list(new.classes or [])} instead of {self.task} {list(self.classes or [])}")
+        return "; ".join(details)
+
     def to_dict(self) -> dict:
         return {
             "features": [f.to_dict() for f in self.features],

@@ -13,10 +13,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from tand.errors import ConfigError
-
-
-def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0, out=x)
+from tand.models.forward import mlp_forward
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -87,14 +84,7 @@ class _MLPBase(BaseEstimator):
 
     # -- NumPy inference ---------------------------------------------------------
     def _forward(self, X) -> np.ndarray:
-        out = np.asarray(X, dtype=np.float32)
-        last = len(self.weights_) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights_, self.biases_)):
-            out = out @ weight
-            out += bias
-            if i < last:
-                out = _relu(out)
-        return out
+        return mlp_forward(X, self.weights_, self.biases_)
 
     # -- PyTorch training --------------------------------------------------------
     def _targets(self, y):  # pragma: no cover - overridden
