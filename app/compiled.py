@@ -21,6 +21,7 @@ import numpy as np
 
 from tand.models.forward import mlp_forward
 
+
 def _getter(columns: tuple[str, ...]):
     if len(columns) == 1:
         name = columns[0]
