@@ -6,12 +6,14 @@ the run marks it FAILED and registers nothing.
 
 Fitting and evaluating (PyTorch, matplotlib) run in a forked worker process while this
 process imports MLflow and prepares the tracking store: on two cores that hides most of
-MLflow's start-up cost. Where fork is not available they run inline.
+MLflow's start-up cost. Where fork is not available, or TAND_INLINE_FIT=1 is set (to step
+through your preprocess hook in a debugger, or to profile), they run inline.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -126,7 +128,7 @@ class _Worker:
     def __init__(self, pipeline, parts: Split, schema: FeatureSchema):
         self._args = (pipeline, parts, schema)
         self._process = None
-        if sys.platform == "linux":
+        if sys.platform == "linux" and os.environ.get("TAND_INLINE_FIT", "") in ("", "0"):
             context = multiprocessing.get_context("fork")
             self._reader, writer = context.Pipe(duplex=False)
             self._process = context.Process(target=self._main, args=(writer, *self._args), daemon=True)
