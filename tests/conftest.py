@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,6 +22,17 @@ INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO)]
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # no network here; users opt in, not out
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # every test names its own store
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM a server started with start_new_session=True (uvicorn workers too), SIGKILL if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def shared_dataset(name: str) -> Path:

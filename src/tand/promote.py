@@ -183,16 +183,14 @@ def promote(
             )
         note = difference or None
         # History first: if the next call fails, the alias still points at `current`, as recorded.
-        _registry_call(
-            f"alias {previous_alias(alias)!r}",
-            client.set_registered_model_alias,
-            name,
-            previous_alias(alias),
-            str(current),
-        )
+        _set_alias(client, name, previous_alias(alias), current)
     if current != new_version:
-        _registry_call(f"alias {alias!r}", client.set_registered_model_alias, name, alias, str(new_version))
+        _set_alias(client, name, alias, new_version)
     return _move(client, name, alias, current, new_version, note)
+
+
+def _set_alias(client, name: str, alias: str, version: int) -> None:
+    _registry_call(f"alias {alias!r}", client.set_registered_model_alias, name, alias, str(version))
 
 
 def rollback(name: str, alias: str = "production") -> Move:
@@ -209,15 +207,9 @@ def rollback(name: str, alias: str = "production") -> Move:
         )
     if previous == current:
         raise RegistryError(f"'{alias}' of {name!r} is already on version {current}, the version that held it before")
-    _registry_call(f"alias {alias!r}", client.set_registered_model_alias, name, alias, str(previous))
+    _set_alias(client, name, alias, previous)
     if current is not None:
-        _registry_call(
-            f"alias {previous_alias(alias)!r}",
-            client.set_registered_model_alias,
-            name,
-            previous_alias(alias),
-            str(current),
-        )
+        _set_alias(client, name, previous_alias(alias), current)
     return _move(client, name, alias, current, previous, None)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import stop_process_group
 
 from app.settings import Settings
 
@@ -148,14 +148,8 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            # invoke serve and uvicorn run in their own process group: stop the workers too.
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        # invoke serve and uvicorn run in their own process group: stop the workers too.
+        stop_process_group(self.process)
 
 
 def server_env(store_uri: str, config_path: Path, cache_dir: Path, **extra: str) -> dict:
