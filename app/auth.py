@@ -21,10 +21,10 @@ SECURITY_SCHEMES = {
 SECURITY = [{"TOKEN": []}, {"Bearer": []}]
 
 
-def _presented(request: Request) -> bytes | None:
-    # The raw header bytes, as the client sent them: no decoding, and nothing to re-encode for the compare.
+def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The token from the raw ASGI headers, as the client sent it: no decoding, nothing to re-encode."""
     token = bearer = None
-    for name, value in request.scope["headers"]:
+    for name, value in headers:
         if name == b"token":
             token = value
         elif name == b"authorization":
@@ -41,7 +41,7 @@ def token_checker(expected: str):
     expected_bytes = expected.encode("utf-8")
 
     async def require_token(request: Request) -> None:
-        presented = _presented(request)
+        presented = presented_token(request.scope["headers"])
         if presented is None or not secrets.compare_digest(presented, expected_bytes):
             raise HTTPException(status_code=401, detail=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 

@@ -1,24 +1,15 @@
-"""The endpoints. /predict is the hot path: raw body bytes → pydantic-core → NumPy → one JSON write."""
+"""The endpoints. /predict, the hot path, is answered by app.predict_endpoint; it is declared here for /docs."""
 
 from __future__ import annotations
 
-from time import perf_counter
-
-from fastapi import Depends, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from pydantic_core import to_json
-from starlette.routing import Route
 
-from app.limits import BodyTooLarge, read_body, too_large
+from app.auth import token_checker
 from app.model_store import ModelStore, SchemaMismatch
-from app.predictor import OutOfRange
-from app.schemas import MAX_ERRORS, RequestError
+from app.predict_endpoint import Delegate, PredictEndpoint, unavailable_detail
 from tand.errors import RegistryError
-
-# Larger batches are predicted in a thread so the event loop keeps answering health checks.
-THREAD_ROWS = 256
 
 
 class Detail(BaseModel):
@@ -72,26 +63,17 @@ class ModelInfo(BaseModel):
 
 
 def _unavailable(store: ModelStore) -> JSONResponse:
-    return JSONResponse({"detail": f"no model is loaded yet: {store.last_error}"}, status_code=503)
-
-
-def _out_of_range(exc: OutOfRange, batch: bool) -> list[dict]:
-    errors = []
-    for row, feature in exc.problems[:MAX_ERRORS]:
-        loc = ["body", *([row] if batch else []), *([feature] if feature else [])]
-        what = "this value is" if feature else "these values are"
-        errors.append({"loc": loc, "msg": f"{what} too far out of range for the model to compute with", "type": "value_out_of_range"})
-    return errors
+    return JSONResponse(unavailable_detail(store), status_code=503)
 
 
 UNAVAILABLE = {503: {"model": Detail, "description": "No model is loaded (yet): the reason."}}
 UNAUTHORIZED = {401: {"model": Detail, "description": "Missing or wrong API token."}}
 
 
-def add_routes(app: FastAPI, store: ModelStore, require_token, max_body_bytes: int) -> None:
+def add_routes(app: FastAPI, store: ModelStore, api_token: str, max_body_bytes: int) -> None:
     """The endpoints, registered on the app itself (FastAPI 0.165 matches an included router's routes
     through an extra layer)."""
-    authorized = [Depends(require_token)]
+    authorized = [Depends(token_checker(api_token))]
 
     @app.get("/", response_model=Status, responses=UNAVAILABLE, summary="Health and the model being served")
     async def root():
@@ -111,36 +93,12 @@ def add_routes(app: FastAPI, store: ModelStore, require_token, max_body_bytes: i
             return _unavailable(store)
         return {"status": "ready", "model_version": served.version}
 
-    async def predict(request: Request) -> Response:
-        await require_token(request)
-        served = store.current  # one reference for the whole request, even if a reload swaps it meanwhile
-        if served is None:
-            return _unavailable(store)
-        started = perf_counter()
-        try:
-            body = await read_body(request, max_body_bytes)
-        except BodyTooLarge:
-            return too_large(max_body_bytes)
-        try:
-            rows, batch = served.parser.parse(body)
-            if len(rows) > THREAD_ROWS:
-                answers = await run_in_threadpool(served.predictor.answers, rows)
-            else:
-                answers = served.predictor.answers(rows)
-        except RequestError as exc:
-            return JSONResponse({"detail": exc.errors}, status_code=422)
-        except OutOfRange as exc:
-            return JSONResponse({"detail": _out_of_range(exc, batch)}, status_code=422)
-        version = served.version
-        payload = {"predictions": answers, "model_version": version} if batch else {**answers[0], "model_version": version}
-        content = to_json(payload)
-        # Server-Timing: reading, validating, predicting and encoding, in milliseconds (the benchmark reads it).
-        headers = {"X-Model-Version": str(version), "Server-Timing": f"app;dur={(perf_counter() - started) * 1000:.3f}"}
-        return Response(content, media_type="application/json", headers=headers)
+    endpoint = PredictEndpoint(store, api_token, max_body_bytes)
 
-    # /predict is documented as a FastAPI route (OpenAPI, /docs) but served by a plain Starlette route
-    # tried first: FastAPI's per-request dependency solving and response handling cost about 50 µs, a
-    # quarter of a single-row prediction (measured in-process). Same function, same exception handlers.
+    async def predict() -> Response:
+        # Documents /predict (OpenAPI, /docs); PredictionAPI answers it before the router is reached.
+        return Delegate(endpoint)
+
     app.add_api_route(
         "/predict",
         predict,
@@ -153,7 +111,7 @@ def add_routes(app: FastAPI, store: ModelStore, require_token, max_body_bytes: i
             **UNAVAILABLE,
         },
     )
-    app.router.routes.insert(0, Route("/predict", predict, methods=["POST"]))
+    app.predict_endpoint = endpoint
 
     @app.post(
         "/update-model",

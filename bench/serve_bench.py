@@ -7,6 +7,7 @@ On 127.0.0.1, with one registered model version, it starts:
   this API, DataFrame the same app forced onto the pipeline's DataFrame path (the before, for the after)
   mlflow serve        mlflow models serve --env-manager local -w 1, the same version
   bare FastAPI        a FastAPI endpoint returning a constant JSON, same uvicorn settings: the HTTP ceiling
+  bare ASGI           a plain ASGI callable returning the same JSON: what uvicorn itself allows, for reference
 and drives each with wrk (POST from a Lua script) at 1 and 64 connections, interleaved, repeated,
 then times a 1,000-row batch and cold starts (process launch to the first 200 on the predict path).
 Without --project it trains the default config (5 epochs: the network's size, not its accuracy,
@@ -236,6 +237,7 @@ def main() -> None:
         "mlflow models serve": Target("mlflow models serve", mlflow, "/invocations", json.dumps({"dataframe_records": [request]}).encode(),
                                       {}, env, project),
         "bare FastAPI": Target("bare FastAPI", [*uvicorn, *bench_dir, "bench_apps:bare_app"], "/predict", one, auth, env, project),
+        "bare ASGI": Target("bare ASGI", [*uvicorn, *bench_dir, "bench_apps:bare_asgi"], "/predict", one, auth, env, project),
     }
     print(f"model {name} version {version}; {os.cpu_count()} CPUs; wrk -t1, {args.duration}s runs, {args.rounds} rounds", flush=True)
 
@@ -246,6 +248,7 @@ def main() -> None:
     cold["this API (restart, snapshot)"] = cold_starts(targets["this API"], args.cold)
     cold["mlflow models serve"] = cold_starts(targets["mlflow models serve"], args.cold)
     cold["bare FastAPI"] = cold_starts(targets["bare FastAPI"], args.cold)
+    cold["bare ASGI"] = cold_starts(targets["bare ASGI"], 1)
 
     results: dict = {}
     try:
@@ -287,7 +290,8 @@ def report(results: dict, batch: dict, cold: dict) -> None:
         this = median("this API", connections, "rps")
         print(f"ratios at {connections} connection(s): this/mlflow {this / median('mlflow models serve', connections, 'rps'):.1f}x, "
               f"this/ceiling {100 * this / median('bare FastAPI', connections, 'rps'):.0f} %, "
-              f"compiled/DataFrame {this / median('this API, DataFrame', connections, 'rps'):.1f}x")
+              f"compiled/DataFrame {this / median('this API, DataFrame', connections, 'rps'):.1f}x, "
+              f"this/bare ASGI {100 * this / median('bare ASGI', connections, 'rps'):.0f} %")
     print("\n1,000-row batch (median of 20)")
     for name, figures in batch.items():
         server = f"server {figures['server_ms']:.1f} ms, " if figures["server_ms"] is not None else ""
