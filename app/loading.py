@@ -106,7 +106,7 @@ def build_predictor(pipeline, schema: FeatureSchema, example: dict) -> Predictor
     """The fastest predictor that answers as the pipeline does on the example; else the DataFrame path."""
     from sklearn.pipeline import Pipeline
 
-    from app.compiled import compile_estimator, compile_preprocessor
+    from tand.compiled import compile_estimator, compile_preprocessor
 
     fallback = Predictor(schema, pipeline=pipeline)
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from app.loading import load_from_registry
 from app.predictor import Predictor
+from app.registry_files import read_compiled
 from app.registry_lookup import AliasTarget, lookup_alias
 from app.schemas import RequestParser
 from app.settings import Settings
@@ -41,7 +42,9 @@ class ServedModel:
     example: dict
     predictor: Predictor
     parser: RequestParser
-    loaded_from: str  # "snapshot" or "registry"
+    # "snapshot" (a local file), "registry" (the compiled file logged with the version, read without
+    # MLflow) or "mlflow" (the pickled pipeline, through MLflow: models that do not compile to NumPy)
+    loaded_from: str
 
 
 class ModelStore:
@@ -78,7 +81,7 @@ class ModelStore:
             self.current = loaded  # the swap
             self.last_error = None
             log.info(
-                "serving %s version %d (alias %r, from the %s, %s inference)%s",
+                "serving %s version %d (alias %r, loaded from: %s, %s inference)%s",
                 loaded.name, loaded.version, loaded.alias, loaded.loaded_from, loaded.predictor.inference,
                 f"; was version {previous.version}" if previous else "",
             )
@@ -102,10 +105,15 @@ class ModelStore:
     # -- loading (runs in a worker thread) -------------------------------------------------
 
     def load(self, target: AliasTarget) -> ServedModel:
-        snapshot = self._cache.read(target) if self._cache else None
+        """The cheapest source first: a local snapshot, the compiled file logged with the version, MLflow."""
+        snapshot, loaded_from = (self._cache.read(target) if self._cache else None), "snapshot"
+        if snapshot is None:
+            snapshot, loaded_from = read_compiled(self.settings.tracking_uri, self.settings.model_name, target), "registry"
+            if snapshot is not None and self._cache is not None:
+                self._cache.write(target, snapshot)
         if snapshot is not None:
             predictor = Predictor(snapshot.schema, preprocessor=snapshot.preprocessor, estimator=snapshot.mlp)
-            return self._served(target, snapshot.schema, snapshot.metrics, snapshot.example, predictor, "snapshot")
+            return self._served(target, snapshot.schema, snapshot.metrics, snapshot.example, predictor, loaded_from)
         return self._load_from_registry(target)
 
     def _served(self, target, schema, metrics, example, predictor, loaded_from) -> ServedModel:
@@ -117,7 +125,7 @@ class ModelStore:
 
     def _load_from_registry(self, target: AliasTarget) -> ServedModel:
         loaded = load_from_registry(self.settings.tracking_uri, self.settings.model_name, target.version)
-        served = self._served(target, loaded.schema, loaded.metrics, loaded.example, loaded.predictor, "registry")
+        served = self._served(target, loaded.schema, loaded.metrics, loaded.example, loaded.predictor, "mlflow")
         parts = loaded.predictor.snapshot_parts
         if self._cache is not None and parts is not None:
             self._cache.write(target, Snapshot(loaded.schema, loaded.metrics, loaded.example, *parts))

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from app.compiled import CompiledPreprocessor, NumericBlock, NumpyMLP
+from tand.compiled import CompiledPreprocessor, NumericBlock, NumpyMLP
 from app.schemas import MAX_MAGNITUDE
 from tand.schema import FeatureSchema
 

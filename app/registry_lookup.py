@@ -124,8 +124,11 @@ def _from_database(uri: str, name: str, alias: str) -> AliasTarget | None:
 
 def _rest_request(uri: str, name: str, alias: str) -> urllib.request.Request:
     query = urllib.parse.urlencode({"name": name, "alias": alias})
-    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias?{query}")
-    # The same credentials MlflowClient would send.
+    return authorize(urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias?{query}"))
+
+
+def authorize(request: urllib.request.Request) -> urllib.request.Request:
+    """The same credentials MlflowClient would send."""
     if os.environ.get("MLFLOW_TRACKING_TOKEN"):
         request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
     elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
@@ -134,7 +137,7 @@ def _rest_request(uri: str, name: str, alias: str) -> urllib.request.Request:
     return request
 
 
-def _ssl_context() -> ssl.SSLContext | None:
+def ssl_context() -> ssl.SSLContext | None:
     if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
         return ssl._create_unverified_context()  # noqa: S323 - the user asked for it, as MLflow honours it
     cafile = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
@@ -143,7 +146,7 @@ def _ssl_context() -> ssl.SSLContext | None:
 
 def _from_rest(uri: str, name: str, alias: str) -> AliasTarget:
     try:
-        with urllib.request.urlopen(_rest_request(uri, name, alias), timeout=HTTP_TIMEOUT, context=_ssl_context()) as answer:
+        with urllib.request.urlopen(_rest_request(uri, name, alias), timeout=HTTP_TIMEOUT, context=ssl_context()) as answer:
             body = json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         try:

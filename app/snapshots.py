@@ -1,9 +1,11 @@
-"""Compiled-model snapshots on local disk: a restart serves a known version without MLflow or scikit-learn.
+"""Compiled-model snapshots on local disk: a restart serves a known version without reading the registry's files.
 
 Loading a version through MLflow imports MLflow and scikit-learn and unpickles the pipeline:
 seconds of a cold start. When a version compiles to NumPy alone (the template's MLP), its
-arrays and feature schema are written here as one .npz file (arrays and JSON, no pickle:
-loading it cannot run code). A process that finds the alias still on that version reads the
+arrays and feature schema are written here as one .npz file (tand.compiled's format: arrays
+and JSON, no pickle, so loading it cannot run code). Training logs the same file with the
+version (app.registry_files reads it on a first load); a snapshot also spares a remote
+artifact store the download. A process that finds the alias still on that version reads the
 file instead. A registered version is immutable and its source (MLflow 3: the logged model's
 unique id) names its files, so (name, version, run id, source) is the key: a copy of the store
 (the Docker image's) finds the snapshots of the original.
@@ -20,13 +22,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from app.compiled import CompiledPreprocessor, NumpyMLP, from_arrays, to_arrays
 from app.registry_lookup import AliasTarget
+from tand import compiled
+from tand.compiled import CompiledPreprocessor, NumpyMLP
 from tand.schema import FeatureSchema
 
-FORMAT = 1  # bump when the compiled layout changes: older files are then ignored
 log = logging.getLogger("app")
 
 
@@ -37,6 +38,12 @@ class Snapshot:
     example: dict
     preprocessor: CompiledPreprocessor
     mlp: NumpyMLP
+
+    @classmethod
+    def from_file(cls, file) -> tuple[dict, Snapshot]:
+        """(meta, snapshot) from a compiled model file: a snapshot, or the one training logged with the version."""
+        meta, preprocessor, mlp = compiled.load(file)
+        return meta, cls(FeatureSchema.from_dict(meta["schema"]), meta["metrics"], meta["example"], preprocessor, mlp)
 
 
 class SnapshotCache:
@@ -54,23 +61,17 @@ class SnapshotCache:
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                arrays = {name: data[name] for name in data.files if name != "meta"}
+            meta, snapshot = Snapshot.from_file(path)
             identity = (meta["name"], meta["version"], meta["run_id"], meta["source"])
-            if meta.get("format") != FORMAT or identity != (self.model_name, target.version, target.run_id, target.source):
+            if identity != (self.model_name, target.version, target.run_id, target.source):
                 return None
-            preprocessor, mlp = from_arrays(meta["compiled"], arrays)
-            schema = FeatureSchema.from_dict(meta["schema"])
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
             log.warning("ignoring unreadable model snapshot %s (%s); loading from the registry", path, exc)
             return None
-        return Snapshot(schema, meta["metrics"], meta["example"], preprocessor, mlp)
+        return snapshot
 
     def write(self, target: AliasTarget, snapshot: Snapshot) -> None:
-        compiled, arrays = to_arrays(snapshot.preprocessor, snapshot.mlp)
         meta = {
-            "format": FORMAT,
             "name": self.model_name,
             "version": target.version,
             "run_id": target.run_id,
@@ -78,7 +79,6 @@ class SnapshotCache:
             "schema": snapshot.schema.to_dict(),
             "metrics": snapshot.metrics,
             "example": snapshot.example,
-            "compiled": compiled,
         }
         temporary = None
         try:
@@ -86,7 +86,7 @@ class SnapshotCache:
             # Written aside and renamed: another worker never reads half a file.
             handle, temporary = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
             with os.fdopen(handle, "wb") as file:
-                np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
+                compiled.save(file, snapshot.preprocessor, snapshot.mlp, meta)
             os.replace(temporary, self.path(target))
             temporary = None
         except OSError as exc:

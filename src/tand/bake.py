@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tand.errors import TandError
+from tand.stores import local_artifact_path
 
 STORE_DIR = Path("build") / "model-store"  # inside the project; the Dockerfile copies it to /app
 MARKER = "MODEL_STORE.txt"
@@ -113,17 +114,8 @@ def _alias_target(connection: sqlite3.Connection, name: str, alias: str, uri: st
     return int(row[0]), row[1] or "", row[2] or ""
 
 
-def _local(location: str) -> Path | None:
-    """A local artifact location as a path; None for remote schemes (s3://, mlflow-artifacts:, ...)."""
-    if location.startswith("file://"):
-        location = location.removeprefix("file://")
-    elif "://" in location or location.startswith("mlflow-artifacts:"):
-        return None
-    return Path(location)
-
-
 def _relative_to_root(location: str, root: Path) -> str | None:
-    path = _local(location)
+    path = local_artifact_path(location)
     if path is None or not path.is_absolute():
         return None
     try:
@@ -144,7 +136,7 @@ def _relocate(connection: sqlite3.Connection, root: Path) -> None:
 
 def _source(project_dir: Path, root: Path, location: str) -> tuple[Path, str]:
     """Where a location's files are now, and the relative path they get in the copy."""
-    path = _local(location)
+    path = local_artifact_path(location)
     if path is None:
         raise BakeError(
             f"artifacts at {location} are not on this machine, so they cannot be baked into the image; "
@@ -172,7 +164,7 @@ def _copy_version(project_dir: Path, root: Path, location: str, dest: Path, name
 
 def _copy_example(project_dir: Path, root: Path, run_artifacts: str, dest: Path) -> tuple[str, ...]:
     """The run's request_model.json: the API shows it as the /docs example (optional)."""
-    if not run_artifacts or _local(run_artifacts) is None:
+    if not run_artifacts or local_artifact_path(run_artifacts) is None:
         return ()
     try:
         source, relative = _source(project_dir, root, run_artifacts)

@@ -9,11 +9,14 @@ The PyTorch MLP's weights are NumPy arrays already. Anything else is not compile
 `compile_preprocessor` / `compile_estimator` return None and the caller falls back.
 
 Compiling needs scikit-learn (it reads fitted estimators); running a compiled model and
-restoring it from a snapshot (`from_arrays`) needs only NumPy.
+loading one from its file (`load`) needs only NumPy. Training logs that file with each model
+version it can compile (`MODEL_FILE`), so the API's first load needs neither MLflow nor
+scikit-learn; the API's local snapshots use the same file format.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -218,7 +221,27 @@ def compile_estimator(estimator) -> NumpyMLP | None:
     return None
 
 
-# -- snapshots: plain arrays + JSON, loadable without pickle ----------------------------
+# -- the file: plain arrays + JSON in one .npz, loadable without pickle (so loading cannot run code) --
+
+FILE_FORMAT = 1  # bump when the layout changes: files of another format are then refused (ValueError)
+MODEL_FILE = "compiled_model.npz"
+
+
+def save(file, preprocessor: CompiledPreprocessor, mlp: NumpyMLP, meta: dict) -> None:
+    """Write the compiled model and `meta` (JSON: schema, metrics, example, identity...) to a path or file."""
+    layout, arrays = to_arrays(preprocessor, mlp)
+    np.savez(file, meta=np.array(json.dumps({**meta, "format": FILE_FORMAT, "compiled": layout})), **arrays)
+
+
+def load(file) -> tuple[dict, CompiledPreprocessor, NumpyMLP]:
+    """(meta, preprocessor, mlp) from a path or file. Raises ValueError, KeyError or OSError when unreadable."""
+    with np.load(file, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        arrays = {name: data[name] for name in data.files if name != "meta"}
+    if meta.get("format") != FILE_FORMAT:
+        raise ValueError(f"compiled model format {meta.get('format')!r}, this code reads {FILE_FORMAT}")
+    preprocessor, mlp = from_arrays(meta["compiled"], arrays)
+    return meta, preprocessor, mlp
 
 
 def to_arrays(preprocessor: CompiledPreprocessor, mlp: NumpyMLP) -> tuple[dict, dict[str, np.ndarray]]:

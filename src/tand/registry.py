@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -152,8 +154,8 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES]
 
 
-def log_model(pipeline, schema: FeatureSchema, input_example, signature) -> str:
-    """Log the pipeline to the active run; returns the model URI (models:/m-...)."""
+def log_model(pipeline, schema: FeatureSchema, input_example, signature):
+    """Log the pipeline to the active run; returns MLflow's ModelInfo (model_uri models:/m-..., model_id)."""
     info = mlflow.sklearn.log_model(
         pipeline,
         name=MODEL_ARTIFACT,
@@ -163,7 +165,34 @@ def log_model(pipeline, schema: FeatureSchema, input_example, signature) -> str:
         pip_requirements=pip_requirements(),
         metadata={SCHEMA_METADATA_KEY: schema.to_dict()},
     )
-    return info.model_uri
+    return info
+
+
+def log_compiled(model_id: str, pipeline, check: pd.DataFrame, meta: dict) -> bool:
+    """Log the pipeline compiled to NumPy (tand.compiled) beside the logged model, when it compiles and
+    answers as the pipeline does on `check`: the API then loads it without MLflow or scikit-learn."""
+    import numpy as np
+
+    from tand import compiled
+
+    preprocessor, mlp = compiled.compile_preprocessor(pipeline[0]), compiled.compile_estimator(pipeline[-1])
+    if preprocessor is None or mlp is None:
+        return False
+    check = check.dropna()
+    if check.empty:
+        return False
+    X = preprocessor.transform(check.to_dict("records"))
+    if mlp.classes is not None:
+        expected, actual = pipeline.predict_proba(check), mlp.predict_with_proba(X)[1]
+    else:
+        expected, actual = pipeline.predict(check), mlp.predict(X)
+    if not np.allclose(actual, expected, rtol=0, atol=1e-6):
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / compiled.MODEL_FILE
+        compiled.save(str(path), preprocessor, mlp, meta)
+        MlflowClient().log_model_artifact(model_id, str(path))
+    return True
 
 
 def register(model_uri: str, name: str) -> int:

@@ -6,6 +6,7 @@ MLflow there would only add seconds to every start.
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 DATABASE_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")
@@ -51,3 +52,13 @@ def probe_database(uri: str, timeout: int = 10) -> None:
             pass
     finally:
         engine.dispose()
+
+
+def local_artifact_path(location: str) -> Path | None:
+    """A local artifact location as a path (relative ones are relative to the project folder);
+    None for remote schemes (s3://, mlflow-artifacts:, ...)."""
+    if location.startswith("file://"):
+        location = location.removeprefix("file://")
+    elif "://" in location or location.startswith("mlflow-artifacts:"):
+        return None
+    return Path(location)

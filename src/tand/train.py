@@ -179,6 +179,13 @@ def _log_evaluation(evaluation: Evaluation) -> None:
         mlflow.log_artifacts(folder, "plots")
 
 
+def _compiled_meta(dataset: Dataset, evaluation: Evaluation, request: dict) -> dict:
+    """What the API shows beside a compiled model: the run's final metrics and /docs' example."""
+    metrics = {f"epoch_{k}": v for k, v in (evaluation.history[-1] if evaluation.history else {}).items() if k != "epoch"}
+    metrics.update(evaluation.metrics)
+    return {"schema": dataset.schema.to_dict(), "metrics": metrics, "example": request}
+
+
 def _signature(pipeline, X: pd.DataFrame):
     from mlflow.models import infer_signature
 
@@ -221,13 +228,14 @@ def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True) -> 
             _log_evaluation(evaluation)
             mlflow.log_dict(dataset.schema.to_dict(), "feature_schema.json")
             mlflow.log_dict(request, REQUEST_EXAMPLE_FILE)
-            model_uri = registry.log_model(
+            model = registry.log_model(
                 evaluation.pipeline, dataset.schema, pd.DataFrame([request]), _signature(evaluation.pipeline, parts.X_train)
             )
+            registry.log_compiled(model.model_id, evaluation.pipeline, parts.X_test, _compiled_meta(dataset, evaluation, request))
             lap("log_model")
     finally:
         worker.stop()
-    version = registry.register(model_uri, cfg.mlflow.model_name)
+    version = registry.register(model.model_uri, cfg.mlflow.model_name)
     alias_set = registry.ensure_alias(cfg.mlflow.model_name, version, cfg.mlflow.alias)
     registry.write_json(Path(project_dir) / REQUEST_EXAMPLE_FILE, request)
     lap("register")
