@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: training runs on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
@@ -78,19 +80,37 @@ def categorical_features_figure(X: pd.DataFrame, p: Predictions, schema: Feature
 
 
 def numeric_features_figure(X: pd.DataFrame, p: Predictions, schema: FeatureSchema):
+    """Small multiples on one Axes: per feature, a step histogram of its values for each predicted class.
+
+    One Axes with a cell per feature, not a grid of subplots: each subplot brings its own axes,
+    ticks and labels, and 30 of them took most of the seconds spent on plots. Each cell is
+    scaled to its own value range (printed under it) and tallest bar."""
     names = schema.numeric[:MAX_FEATURE_PLOTS]
-    fig, axes = _grid(len(names))
-    for ax, name in zip(axes, names):
+    cols = min(5, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, ax = plt.subplots(figsize=(3.0 * cols, 2.0 * rows + 0.8), dpi=DPI)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.8 / (2.0 * rows + 0.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    baselines = []
+    for i, name in enumerate(names):
+        left, bottom = i % cols, rows - 1 - i // cols  # the cell [left, left + 1] x [bottom, bottom + 1]
         values = X[name].to_numpy(dtype=float)
-        bins = np.histogram_bin_edges(values[~np.isnan(values)], bins=15)
-        for label in p.classes:
-            # step histograms draw one outline per class, many times faster than bars
-            ax.hist(values[p.y_pred == label], bins=bins, histtype="step", linewidth=1.2, label=str(label))
-        ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.set_yticks([])
-    axes[0].legend(title="predicted", fontsize=7, title_fontsize=7)
-    fig.suptitle("Distribution of each numeric feature per predicted class (test split)")
+        known = values[~np.isnan(values)]
+        edges = np.histogram_bin_edges(known, bins=15) if known.size else np.linspace(0, 1, 16)
+        counts = [np.histogram(values[p.y_pred == label], bins=edges, density=False)[0] for label in p.classes]
+        tallest = max(1, max(c.max() for c in counts))
+        x = left + 0.06 + 0.88 * (edges - edges[0]) / ((edges[-1] - edges[0]) or 1.0)
+        base = bottom + 0.12
+        for k, c in enumerate(counts):
+            ax.stairs(base + 0.55 * c / tallest, x, baseline=base, color=colors[k % len(colors)], linewidth=1.2)
+        baselines.append([(x[0], base), (x[-1], base)])
+        ax.text(left + 0.5, bottom + 0.88, f"{name}\n{edges[0]:.3g} to {edges[-1]:.3g}", ha="center", va="center", fontsize=8)
+    ax.add_collection(LineCollection(baselines, colors="lightgray", linewidths=0.8))
+    ax.set(xlim=(0, cols), ylim=(0, rows + 0.05))
+    ax.set_axis_off()
+    handles = [Line2D([], [], color=colors[k % len(colors)], label=str(label)) for k, label in enumerate(p.classes)]
+    fig.legend(handles=handles, title="predicted", loc="upper right", fontsize=7, title_fontsize=7, ncols=min(len(handles), 6))
+    fig.suptitle("Distribution of each numeric feature per predicted class (test split; counts scaled per feature)", x=0.01, ha="left")
     return fig
 
 
@@ -128,22 +148,32 @@ def numeric_vs_prediction_figure(X: pd.DataFrame, p: Predictions, schema: Featur
     return fig
 
 
-def evaluation_figures(X_test: pd.DataFrame, p: Predictions, schema: FeatureSchema) -> dict:
-    """All plots for one evaluation, keyed by PNG file name."""
+def summary_figures(p: Predictions) -> dict:
+    """The model's overall plots: confusion matrix, ROC and PR curves; or predicted vs actual and residuals."""
     if p.classes is None:
-        figures = regression_figures(p)
-        figures["features_vs_prediction.png"] = numeric_vs_prediction_figure(X_test, p, schema)
-        return figures
-    figures = {
+        return regression_figures(p)
+    return {
         "confusion_matrix.png": confusion_matrix_figure(p),
         "roc_curves.png": _curves_figure(p, "roc"),
         "pr_curves.png": _curves_figure(p, "pr"),
     }
+
+
+def feature_figures(X_test: pd.DataFrame, p: Predictions, schema: FeatureSchema) -> dict:
+    """The per-feature analysis."""
+    if p.classes is None:
+        return {"features_vs_prediction.png": numeric_vs_prediction_figure(X_test, p, schema)}
+    figures = {}
     if schema.categorical:
         figures["categorical_features.png"] = categorical_features_figure(X_test, p, schema)
     if schema.numeric:
         figures["numeric_features.png"] = numeric_features_figure(X_test, p, schema)
     return figures
+
+
+def evaluation_figures(X_test: pd.DataFrame, p: Predictions, schema: FeatureSchema) -> dict:
+    """All plots for one evaluation, keyed by PNG file name."""
+    return {**summary_figures(p), **feature_figures(X_test, p, schema)}
 
 
 def close(figures: dict) -> None:

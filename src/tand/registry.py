@@ -154,6 +154,18 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES]
 
 
+def prepare_log_model() -> None:
+    """Do ahead what log_model does first in a process: to check the pinned requirements against the
+    installed packages, MLflow maps every installed module to its distribution (about 1.2 s here,
+    importlib_metadata.packages_distributions over the whole environment). train() calls this
+    while it would otherwise wait for the worker to finish fitting."""
+    try:
+        from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+    except ImportError:  # another MLflow: log_model does what it needs itself
+        return
+    _init_modules_to_packages_map()
+
+
 def log_model(pipeline, schema: FeatureSchema, input_example, signature):
     """Log the pipeline to the active run; returns MLflow's ModelInfo (model_uri models:/m-..., model_id)."""
     info = mlflow.sklearn.log_model(

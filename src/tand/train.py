@@ -4,14 +4,16 @@ Everything that can be checked before the MLflow run starts is checked before it
 a bad config or dataset registers nothing and leaves no run behind. A failure inside
 the run marks it FAILED and registers nothing.
 
-Fitting and evaluating (PyTorch, matplotlib) run in a forked worker process while this
-process imports MLflow and prepares the tracking store: on two cores that hides most of
-MLflow's start-up cost. Where fork is not available, or TAND_INLINE_FIT=1 is set (to step
-through your preprocess hook in a debugger, or to profile), they run inline.
+Fitting and metrics (PyTorch) run in a forked worker process while this process imports
+MLflow and prepares the tracking store; then the worker renders the per-feature plots while
+this process logs the model and renders the summary plots: on two cores that hides most of
+MLflow's cost. Where fork is not available, or TAND_INLINE_FIT=1 is set (to step through your
+preprocess hook in a debugger, or to profile), they run inline.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -46,13 +48,13 @@ class TrainResult:
 
 @dataclass
 class Evaluation:
-    """What the worker sends back: the fitted pipeline and everything to log about it."""
+    """What the worker sends back first: the fitted pipeline and its metrics (plots follow)."""
 
     pipeline: object
     metrics: dict[str, float]
-    plots: dict[str, bytes]
     history: list[dict]
     seconds: dict[str, float]
+    predictions: object = None  # the test split's, for the plots
 
 
 def _flatten(prefix: str, data: dict) -> dict[str, str]:
@@ -91,12 +93,16 @@ def _fit(pipeline, parts: Split) -> None:
         raise ConfigError(f"train.model_args: {exc}") from None
 
 
-def _render_plots(parts: Split, predictions, schema: FeatureSchema) -> dict[str, bytes]:
+def render_plots(parts: Split, predictions, schema: FeatureSchema, part: str) -> dict[str, bytes]:
+    """One part of the test split's plots ("summary" or "features"), as PNG bytes keyed by file name."""
     import io
 
     from tand import plots
 
-    figures = plots.evaluation_figures(parts.X_test, predictions, schema)
+    if part == "summary":
+        figures = plots.summary_figures(predictions)
+    else:
+        figures = plots.feature_figures(parts.X_test, predictions, schema)
     try:
         rendered = {}
         for name, figure in figures.items():
@@ -109,7 +115,7 @@ def _render_plots(parts: Split, predictions, schema: FeatureSchema) -> dict[str,
 
 
 def fit_and_evaluate(pipeline, parts: Split, schema: FeatureSchema) -> Evaluation:
-    """Fit on the training split; metrics on both splits, plots on the test split."""
+    """Fit on the training split; metrics on both splits (plots: render_plots, on the test split)."""
     start = time.perf_counter()
     _fit(pipeline, parts)
     fitted = time.perf_counter()
@@ -117,18 +123,25 @@ def fit_and_evaluate(pipeline, parts: Split, schema: FeatureSchema) -> Evaluatio
     metrics = {f"test_{k}": v for k, v in compute_metrics(test).items()}
     train_pred = predict(pipeline, parts.X_train, parts.y_train, schema)
     metrics.update({f"train_{k}": v for k, v in compute_metrics(train_pred).items()})
-    plots = _render_plots(parts, test, schema)
-    seconds = {"fit": fitted - start, "evaluate": time.perf_counter() - fitted}
-    return Evaluation(pipeline, metrics, plots, list(getattr(pipeline[-1], "history_", [])), seconds)
+    seconds = {"fit": fitted - start, "metrics": time.perf_counter() - fitted}
+    return Evaluation(pipeline, metrics, list(getattr(pipeline[-1], "history_", [])), seconds, test)
 
 
 class _Worker:
-    """fit_and_evaluate in a forked child (Linux), or inline where fork is not the safe default."""
+    """Fitting, metrics and plots in a forked child (Linux), or inline where fork is not the safe default.
+
+    The child sends the fitted pipeline and its metrics as soon as they exist, then renders the
+    per-feature plots while this process logs the model and renders the summary plots."""
 
     def __init__(self, pipeline, parts: Split, schema: FeatureSchema):
         self._args = (pipeline, parts, schema)
         self._process = None
+        self._evaluation = None
         if sys.platform == "linux" and os.environ.get("TAND_INLINE_FIT", "") in ("", "0"):
+            # Objects alive now (pandas, scikit-learn, the data) are frozen out of the cyclic garbage
+            # collector: neither process re-scans them at every full collection (and the child does
+            # not copy their pages to update GC headers).
+            gc.freeze()
             context = multiprocessing.get_context("fork")
             self._reader, writer = context.Pipe(duplex=False)
             self._process = context.Process(target=self._main, args=(writer, *self._args), daemon=True)
@@ -138,7 +151,11 @@ class _Worker:
     @staticmethod
     def _main(writer, pipeline, parts, schema) -> None:
         try:
-            writer.send(("ok", fit_and_evaluate(pipeline, parts, schema)))
+            evaluation = fit_and_evaluate(pipeline, parts, schema)
+            writer.send(("ok", evaluation))
+            started = time.perf_counter()
+            plots = render_plots(parts, evaluation.predictions, schema, "features")
+            writer.send(("ok", (plots, time.perf_counter() - started)))
         except TandError as exc:
             writer.send(("error", exc))
         except BaseException:
@@ -146,20 +163,33 @@ class _Worker:
         finally:
             writer.close()
 
-    def result(self) -> Evaluation:
-        if self._process is None:
-            return fit_and_evaluate(*self._args)
+    def _receive(self):
         try:
             status, payload = self._reader.recv()
         except EOFError:
             self._process.join()
             raise TandError(f"the training process died (exit code {self._process.exitcode}); out of memory?") from None
-        self._process.join()
         if status == "error":
             raise payload
         if status == "crash":
             raise RuntimeError(f"training failed in the worker process:\n{payload}")
         return payload
+
+    def evaluation(self) -> Evaluation:
+        if self._process is None:
+            self._evaluation = fit_and_evaluate(*self._args)
+            return self._evaluation
+        return self._receive()
+
+    def feature_plots(self) -> tuple[dict[str, bytes], float]:
+        """(PNG bytes by file name, seconds spent rendering)."""
+        if self._process is None:
+            started = time.perf_counter()
+            pipeline, parts, schema = self._args
+            return render_plots(parts, self._evaluation.predictions, schema, "features"), time.perf_counter() - started
+        plots = self._receive()
+        self._process.join()
+        return plots
 
     def stop(self) -> None:
         if self._process is not None and self._process.is_alive():
@@ -167,14 +197,27 @@ class _Worker:
             self._process.join()
 
 
-def _log_evaluation(evaluation: Evaluation) -> None:
+def _log_evaluation(run_id: str, evaluation: Evaluation) -> None:
+    """Per-epoch curves and final metrics in one batch (one transaction, not one per epoch)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"epoch_{key}", float(value), now, int(record["epoch"]))
+        for record in evaluation.history
+        for key, value in record.items()
+        if key != "epoch"
+    ]
+    metrics += [Metric(key, float(value), now, 0) for key, value in evaluation.metrics.items()]
+    MlflowClient().log_batch(run_id, metrics=metrics)
+
+
+def _log_plots(plots: dict[str, bytes]) -> None:
     import mlflow
 
-    for record in evaluation.history:
-        mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
-    mlflow.log_metrics(evaluation.metrics)
     with tempfile.TemporaryDirectory() as folder:
-        for name, png in evaluation.plots.items():
+        for name, png in plots.items():
             (Path(folder) / name).write_bytes(png)
         mlflow.log_artifacts(folder, "plots")
 
@@ -214,25 +257,35 @@ def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True) -> 
     try:
         import mlflow
 
-        from tand import registry
+        from tand import registry, sqlite_store
 
+        sqlite_store.create_if_missing(registry.tracking_uri())
         registry.check_reachable()
         experiment_id = registry.ensure_experiment(cfg.mlflow.experiment_name)
         lap("store")
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params(_params(cfg, dataset, parts))
             mlflow.log_dict(cfg.model_dump(by_alias=True, exclude_none=True), "config.json")
-            evaluation = worker.result()
-            lap("fit_evaluate_wait")
+            registry.prepare_log_model()
+            from tand import plots  # noqa: F401 - matplotlib's import, also done while the worker fits
+            evaluation = worker.evaluation()
+            lap("fit_wait")
             timings.update({f"worker_{k}": v for k, v in evaluation.seconds.items()})
-            _log_evaluation(evaluation)
+            _log_evaluation(run.info.run_id, evaluation)
             mlflow.log_dict(dataset.schema.to_dict(), "feature_schema.json")
             mlflow.log_dict(request, REQUEST_EXAMPLE_FILE)
+            lap("log_metrics")
+            # Meanwhile the worker renders the per-feature plots.
             model = registry.log_model(
                 evaluation.pipeline, dataset.schema, pd.DataFrame([request]), _signature(evaluation.pipeline, parts.X_train)
             )
             registry.log_compiled(model.model_id, evaluation.pipeline, parts.X_test, _compiled_meta(dataset, evaluation, request))
             lap("log_model")
+            rendered = render_plots(parts, evaluation.predictions, dataset.schema, "summary")
+            lap("plots")
+            features, timings["worker_plots"] = worker.feature_plots()
+            _log_plots({**rendered, **features})
+            lap("plots_wait")
     finally:
         worker.stop()
     version = registry.register(model.model_uri, cfg.mlflow.model_name)
