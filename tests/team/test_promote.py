@@ -39,13 +39,13 @@ def _register(config: dict, metric: float, experiment_id: str) -> int:
 
     with mlflow.start_run(experiment_id=experiment_id):
         mlflow.log_metrics({"test_accuracy": metric, "test_roc_auc": metric})
-        uri = registry.log_model(
+        model = registry.log_model(
             pipeline,
             dataset.schema,
             pd.DataFrame([example_request(dataset)]),
             infer_signature(head, pipeline.predict(head)),
         )
-    return registry.register(uri, NAME)
+    return registry.register(model.model_uri, NAME)
 
 
 @pytest.fixture(scope="module")
