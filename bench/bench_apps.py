@@ -19,9 +19,12 @@ def bare_app():
 def dataframe_app():
     """This API forced onto the pipeline's DataFrame path: the before, for the compiled path's after."""
     import app.loading as loading
+    import app.model_store as model_store
     from app.main import create_app
     from app.predictor import Predictor
 
+    # Through MLflow and the unpickled pipeline, never the compiled file training logged.
+    model_store.read_compiled = lambda tracking_uri, name, target: None
     loading.build_predictor = lambda pipeline, schema, example: Predictor(schema, pipeline=pipeline)
     return create_app()
 

@@ -4,7 +4,7 @@
 
 On 127.0.0.1, with one registered model version, it starts:
   this API            uvicorn --factory app.main:create_app, one worker (the compiled NumPy path)
-  this API, DataFrame the same app forced onto the pipeline's DataFrame path (the before, for the after)
+  this API, DataFrame the same app forced onto the pipeline's DataFrame path, loaded through MLflow (the before)
   mlflow serve        mlflow models serve --env-manager local -w 1, the same version
   bare FastAPI        a FastAPI endpoint returning a constant JSON, same uvicorn settings: the HTTP ceiling
   bare ASGI           a plain ASGI callable returning the same JSON: what uvicorn itself allows, for reference
@@ -242,6 +242,7 @@ def main() -> None:
     print(f"model {name} version {version}; {os.cpu_count()} CPUs; wrk -t1, {args.duration}s runs, {args.rounds} rounds", flush=True)
 
     cold = {"this API (first load, no snapshot)": cold_starts(targets["this API"], args.cold, fresh_cache=scratch)}
+    cold["this API, pipeline through MLflow"] = cold_starts(targets["this API, DataFrame"], 1)
     targets["this API"].env = env
     targets["this API"].start()  # writes the snapshot a restart reads
     targets["this API"].stop()
