@@ -13,7 +13,6 @@ preprocess hook in a debugger, or to profile), they run inline.
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 import sys
@@ -138,10 +137,6 @@ class _Worker:
         self._process = None
         self._evaluation = None
         if sys.platform == "linux" and os.environ.get("TAND_INLINE_FIT", "") in ("", "0"):
-            # Objects alive now (pandas, scikit-learn, the data) are frozen out of the cyclic garbage
-            # collector: neither process re-scans them at every full collection (and the child does
-            # not copy their pages to update GC headers).
-            gc.freeze()
             context = multiprocessing.get_context("fork")
             self._reader, writer = context.Pipe(duplex=False)
             self._process = context.Process(target=self._main, args=(writer, *self._args), daemon=True)
