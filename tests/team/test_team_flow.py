@@ -132,6 +132,13 @@ def test_train_promote_rollback_models(team_store: TeamStore, tmp_path: Path):
     assert not (project / "mlruns").exists() and not (project / "database.db").exists()
     assert len(_artifact_files(team_store, "MLmodel")) == 2  # one logged model per training run
     _assert_production_loads_and_predicts(team_store, name, project, version=1)
+    # The API's first load reads the compiled model through the server's artifact proxy, without MLflow.
+    from app.registry_files import read_compiled
+    from app.registry_lookup import lookup_alias
+
+    assert len(_artifact_files(team_store, "compiled_model.npz")) == 2
+    compiled = read_compiled(team_store.uri, name, lookup_alias(team_store.uri, name, "production"))
+    assert compiled is not None and [f.name for f in compiled.schema.features] == list(compiled.example)
 
 
 @pytest.mark.parametrize("team_store", ["s3"], indirect=True)
