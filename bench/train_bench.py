@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine import machine_speed  # bench/machine.py: run as a script, bench/ is on the path
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS, TARGET_MB = 8.0, 500
 
@@ -63,6 +65,7 @@ def main() -> None:
         "pytorch (default config)": base["train"],
         "sklearn random_forest": {**base["train"], "framework": "sklearn", "model": "random_forest"},
     }
+    speed_before = machine_speed()
     rows = []
     for label, train in variants.items():
         for attempt in range(args.repeat):
@@ -85,7 +88,8 @@ def main() -> None:
     peak = max(r["rss_mb"] for r in default)
     forked = next(r["wall"] for label, r in rows if label == "pytorch (default config), warm store")
     inline = next(r["wall"] for label, r in rows if label == "pytorch (default config), warm, inline fit")
-    print(f"\nforked worker vs inline fit (default config, warm store): {forked:.2f} s vs {inline:.2f} s, "
+    print(f"\nmachine speed (a fixed 20M-iteration Python loop): {speed_before:.2f} s before the runs, {machine_speed():.2f} s after")
+    print(f"forked worker vs inline fit (default config, warm store): {forked:.2f} s vs {inline:.2f} s, "
           f"ratio {forked / inline:.2f}")
     print(f"default PyTorch config, fresh store: median {middle:.2f} s of {len(walls)} runs (min {walls[0]:.2f}, max {walls[-1]:.2f}; "
           f"{middle / TARGET_SECONDS:.2f}x the {TARGET_SECONDS:.0f} s target), "
