@@ -3,7 +3,7 @@
 Training logs `compiled_model.npz` beside the pickled pipeline when the model compiles to NumPy
 (the template's MLP; tand.compiled). Reading it needs neither MLflow nor scikit-learn, whose
 imports are most of a cold start. Where the version's files live is read the way
-app.registry_lookup reads the alias:
+app.registry_lookup reads the alias (its query_rows):
 - the embedded SQLite store and a database store: `model_versions.storage_location`, a local
   folder (relative to the project folder, as training stores it, or absolute);
 - a tracking server: its download URI for the version, then the file through the server's
@@ -17,18 +17,27 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from app.registry_lookup import HTTP_TIMEOUT, AliasTarget, authorize, ssl_context
+
+from app.registry_lookup import (
+    HTTP_TIMEOUT,
+    AliasTarget,
+    UnknownSchema,
+    authorize,
+    queried_directly,
+    query_rows,
+    ssl_context,
+)
 from app.snapshots import Snapshot
 from tand.compiled import MODEL_FILE
-from tand.stores import is_database, local_artifact_path
+from tand.errors import RegistryError
+from tand.stores import local_artifact_path
 
 log = logging.getLogger("app")
-_LOCATION_QUERY = "SELECT storage_location FROM model_versions WHERE name = {name} AND version = {version}"
+_LOCATION_QUERY = "SELECT storage_location FROM model_versions WHERE name = :name AND version = :version"
 
 
 def read_compiled(tracking_uri: str, name: str, target: AliasTarget) -> Snapshot | None:
@@ -38,7 +47,7 @@ def read_compiled(tracking_uri: str, name: str, target: AliasTarget) -> Snapshot
         if data is None:
             return None
         meta, snapshot = Snapshot.from_file(io.BytesIO(data))
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, sqlite3.Error, urllib.error.URLError) as exc:
+    except (RegistryError, OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         log.info("no compiled model file for version %d (%s); loading through MLflow", target.version, exc)
         return None
     return snapshot
@@ -47,41 +56,16 @@ def read_compiled(tracking_uri: str, name: str, target: AliasTarget) -> Snapshot
 def _compiled_bytes(uri: str, name: str, version: int) -> bytes | None:
     if uri.startswith(("http://", "https://")):
         return _from_server(uri, name, version)
-    if uri.startswith("sqlite:///"):
-        location = _sqlite_location(uri, name, version)
-    elif is_database(uri):
-        location = _database_location(uri, name, version)
-    else:
+    if not queried_directly(uri):
         return None
-    path = local_artifact_path(location) if location else None
+    try:
+        rows = query_rows(uri, _LOCATION_QUERY, {"name": name, "version": version})
+    except UnknownSchema:
+        return None
+    path = local_artifact_path(rows[0][0]) if len(rows) == 1 and rows[0][0] else None
     if path is None or not (path / MODEL_FILE).is_file():
         return None
     return (path / MODEL_FILE).read_bytes()
-
-
-def _sqlite_location(uri: str, name: str, version: int) -> str | None:
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    connection = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = connection.execute(_LOCATION_QUERY.format(name="?", version="?"), (name, version)).fetchall()
-    finally:
-        connection.close()
-    return rows[0][0] if len(rows) == 1 else None
-
-
-def _database_location(uri: str, name: str, version: int) -> str | None:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": int(HTTP_TIMEOUT)})
-    try:
-        with engine.connect() as connection:
-            query = sqlalchemy.text(_LOCATION_QUERY.format(name=":name", version=":version"))
-            rows = connection.execute(query, {"name": name, "version": version}).fetchall()
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
-    finally:
-        engine.dispose()
-    return rows[0][0] if len(rows) == 1 else None
 
 
 def _get(url: str) -> bytes:

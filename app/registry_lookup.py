@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from tand.errors import NOT_FOUND_CODES, RegistryError
+from tand.stores import sqlite_path
 
 HTTP_TIMEOUT = 5.0
 
@@ -54,22 +55,23 @@ def _no_alias(name: str, alias: str) -> RegistryError:
 _ALIAS_QUERY = (
     "SELECT a.version, v.run_id, v.source, v.status FROM registered_model_aliases a JOIN model_versions v "
     "ON v.name = a.name AND v.version = a.version AND v.workspace = a.workspace "
-    "WHERE a.name = {name} AND a.alias = {alias}"
+    "WHERE a.name = :name AND a.alias = :alias"
 )
 _engines: dict = {}
 
 
 def lookup_alias(tracking_uri: str, name: str, alias: str) -> AliasTarget:
     """The version `alias` points to, or RegistryError (store unreachable, alias pointing nowhere)."""
-    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
     if tracking_uri.startswith(("http://", "https://")):
         return _from_rest(tracking_uri, name, alias)
-    target = None
-    if tracking_uri.startswith("sqlite:///"):
-        target = _from_sqlite(tracking_uri, name, alias)
-    elif scheme in ("postgresql", "mysql"):
-        target = _from_database(tracking_uri, name, alias)
-    return target or _from_mlflow(tracking_uri, name, alias)
+    if queried_directly(tracking_uri):
+        try:
+            target = _target(query_rows(tracking_uri, _ALIAS_QUERY, {"name": name, "alias": alias}), name, alias)
+        except UnknownSchema:
+            target = None
+        if target is not None:
+            return target
+    return _from_mlflow(tracking_uri, name, alias)
 
 
 def _target(rows: list, name: str, alias: str) -> AliasTarget | None:
@@ -83,28 +85,21 @@ def _target(rows: list, name: str, alias: str) -> AliasTarget | None:
     return AliasTarget(int(version), run_id or "", source or "")
 
 
-def _from_sqlite(uri: str, name: str, alias: str) -> AliasTarget | None:
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    if not os.path.isfile(path):
-        raise _unreachable(uri, f"no database file at {os.path.abspath(path)}")
-    try:
-        connection = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error as exc:
-        raise _unreachable(uri, str(exc)) from None
-    try:
-        rows = connection.execute(_ALIAS_QUERY.format(name="?", alias="?"), (name, alias)).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such" in str(exc):
-            return None  # not a schema we know (an older or newer MLflow): ask MLflow itself
-        raise _unreachable(uri, str(exc)) from None
-    except sqlite3.DatabaseError as exc:
-        raise _unreachable(uri, str(exc)) from None
-    finally:
-        connection.close()
-    return _target(rows, name, alias)
+class UnknownSchema(Exception):
+    """The store's tables are not the ones these queries know (an older or newer MLflow): ask MLflow."""
 
 
-def _from_database(uri: str, name: str, alias: str) -> AliasTarget | None:
+def queried_directly(uri: str) -> bool:
+    """A store whose registry tables query_rows reads: the embedded SQLite file, PostgreSQL, MySQL."""
+    return sqlite_path(uri) is not None or uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql")
+
+
+def query_rows(uri: str, query: str, params: dict) -> list[tuple]:
+    """Rows of `query` (named :params) on a store queried_directly: SQLite read-only, a database through
+    one cached engine with a bounded connection attempt. RegistryError when unreachable; UnknownSchema."""
+    path = sqlite_path(uri)
+    if path is not None:
+        return _sqlite_rows(uri, path, query, params)
     import sqlalchemy
 
     if uri not in _engines:
@@ -113,13 +108,30 @@ def _from_database(uri: str, name: str, alias: str) -> AliasTarget | None:
         )
     try:
         with _engines[uri].connect() as connection:
-            query = sqlalchemy.text(_ALIAS_QUERY.format(name=":name", alias=":alias"))
-            rows = [tuple(row) for row in connection.execute(query, {"name": name, "alias": alias})]
+            return [tuple(row) for row in connection.execute(sqlalchemy.text(query), params)]
     except sqlalchemy.exc.ProgrammingError:
-        return None  # not a schema we know: ask MLflow itself
+        raise UnknownSchema from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         raise _unreachable(uri, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
-    return _target(rows, name, alias)
+
+
+def _sqlite_rows(uri: str, path, query: str, params: dict) -> list[tuple]:
+    if not path.is_file():
+        raise _unreachable(uri, f"no database file at {path.absolute()}")
+    try:
+        connection = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise _unreachable(uri, str(exc)) from None
+    try:
+        return connection.execute(query, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such" in str(exc):
+            raise UnknownSchema from None
+        raise _unreachable(uri, str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise _unreachable(uri, str(exc)) from None
+    finally:
+        connection.close()
 
 
 def _rest_request(uri: str, name: str, alias: str) -> urllib.request.Request:

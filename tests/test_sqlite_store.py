@@ -38,3 +38,13 @@ def test_other_uris_and_missing_folders_are_left_to_mlflow(tmp_path):
     assert not sqlite_store.create_if_missing("postgresql://localhost/db")
     assert not sqlite_store.create_if_missing(f"sqlite:///{tmp_path / 'absent' / 'database.db'}")
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_dump_for_another_mlflow_version_is_not_used(tmp_path, monkeypatch):
+    dump = tmp_path / "sqlite_schema.sql"
+    text = sqlite_store.SCHEMA_FILE.read_text(encoding="utf-8")
+    header, _, script = text.partition("\n")
+    dump.write_text(header.replace("MLflow ", "MLflow 0.0.0-", 1) + "\n" + script, encoding="utf-8")
+    monkeypatch.setattr(sqlite_store, "SCHEMA_FILE", dump)
+    assert not sqlite_store.create_if_missing(f"sqlite:///{tmp_path / 'database.db'}")
+    assert not (tmp_path / "database.db").exists(), "MLflow migrates a store the dump was not made for"

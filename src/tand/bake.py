@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tand.errors import TandError
-from tand.stores import local_artifact_path
+from tand.stores import local_artifact_path, sqlite_path
 
 STORE_DIR = Path("build") / "model-store"  # inside the project; the Dockerfile copies it to /app
 MARKER = "MODEL_STORE.txt"
@@ -42,13 +42,6 @@ class BakedStore:
     version: int
     run_id: str
     files: tuple[str, ...]  # paths relative to the staged folder
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of an embedded SQLite store, or None for any other store."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
 def stage_store(tracking_uri: str, model_name: str, alias: str, project_dir: Path, dest: Path) -> BakedStore | None:

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tand.bake import MARKER, STORE_DIR, sqlite_path
+from tand.bake import MARKER, STORE_DIR
 from tand.config import Config
 from tand.container import CONTAINER_PORT
 from tand.errors import TandError
+from tand.stores import sqlite_path
 
 PLATFORM = "Docker running on 64bit Amazon Linux 2023"
 TEMPLATES = Path("deploy") / "eb"

@@ -62,3 +62,11 @@ def local_artifact_path(location: str) -> Path | None:
     elif "://" in location or location.startswith("mlflow-artifacts:"):
         return None
     return Path(location)
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of an embedded SQLite store (sqlite:///path, relative to the working
+    directory unless absolute), or None for any other store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])

@@ -114,10 +114,27 @@ class Moto:
                 self.process.wait(timeout=5)
 
 
-def start_moto(log_path: Path) -> Moto:
-    """moto's server on 127.0.0.1 with the Beanstalk platform calls `eb init` needs (see moto_eb_platforms.py)."""
+def _wait_until_answering(started, url: str, log_path: Path, timeout: float, what: str) -> None:
+    """Poll `url` until it answers 200; stop `started` (its .process, .stop()) and fail with its log if it exits or never does."""
     import urllib.request
 
+    def answering():
+        if started.process.poll() is not None:
+            raise AssertionError(f"{what}: the process exited: {log_path.read_text()[-3000:]}")
+        try:
+            return urllib.request.urlopen(url, timeout=5).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(answering, timeout, what)
+    except AssertionError:
+        started.stop()
+        raise
+
+
+def start_moto(log_path: Path) -> Moto:
+    """moto's server on 127.0.0.1 with the Beanstalk platform calls `eb init` needs (see moto_eb_platforms.py)."""
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -125,20 +142,7 @@ def start_moto(log_path: Path) -> Moto:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     moto = Moto(process, f"http://127.0.0.1:{port}")
-
-    def up():
-        if process.poll() is not None:
-            raise AssertionError(f"moto exited: {log_path.read_text()[-2000:]}")
-        try:
-            return urllib.request.urlopen(f"{moto.url}/moto-api/", timeout=2).status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, 60, "moto's server")
-    except AssertionError:
-        moto.stop()
-        raise
+    _wait_until_answering(moto, f"{moto.url}/moto-api/", log_path, 60, "moto's server")
     return moto
 
 
@@ -167,8 +171,6 @@ class Server:
 
 def start_api(cwd: Path, tracking_uri: str, config_path: Path, token: str = TOKEN) -> Server:
     """The real app under uvicorn on 127.0.0.1, as an instance runs it; returns once it is ready."""
-    import urllib.request
-
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "API_TOKEN", "MODEL_"))}
     env.update(
@@ -183,20 +185,7 @@ def start_api(cwd: Path, tracking_uri: str, config_path: Path, token: str = TOKE
             cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     server = Server(process, f"http://127.0.0.1:{port}", log_path)
-
-    def ready():
-        if process.poll() is not None:
-            raise AssertionError(f"the API exited: {log_path.read_text()[-3000:]}")
-        try:
-            return urllib.request.urlopen(f"{server.url}/health/ready", timeout=5).status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(ready, 180, "the API to be ready")
-    except AssertionError:
-        server.stop()
-        raise
+    _wait_until_answering(server, f"{server.url}/health/ready", log_path, 180, "the API to be ready")
     return server
 
 

@@ -45,3 +45,13 @@ def quote(value) -> str:
 
 def python() -> str:
     return quote(sys.executable)
+
+
+def whole_number(flag: str, value) -> int | None:
+    """A task flag's value as an int (None stays None), or one error line naming the flag (e.g. "--workers")."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise Exit(f"error: {flag} {value!r} is not a whole number", code=1) from None

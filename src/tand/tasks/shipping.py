@@ -13,19 +13,10 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
-from tand.tasks._common import known_errors, load_env
+from tand.tasks._common import known_errors, load_env, whole_number
 
 # docker run's own exit codes when the server is stopped with Ctrl-C (130) or `docker stop` (143).
 _STOPPED = (0, 130, 143)
-
-
-def _count(flag: str, value) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise Exit(f"error: --{flag} {value!r} is not a whole number", code=1) from None
 
 
 def _served_model(project: Path) -> tuple[str, str, str]:
@@ -127,8 +118,8 @@ def deploy_eb(c, init_git=False, app=None, env=None, region=None, single=False, 
         settings = settings_from(
             load_config(project / "config.json"), os.environ, app=app, env=env, region=region,
             single=True if single else None,
-            min_instances=_count("min-instances", min_instances),
-            max_instances=_count("max-instances", max_instances),
+            min_instances=whole_number("--min-instances", min_instances),
+            max_instances=whole_number("--max-instances", max_instances),
             instance_types=instance_types,
         )
         plan = preflight(project, settings, init_git=init_git, run_tests=not skip_tests)

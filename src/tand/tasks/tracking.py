@@ -9,7 +9,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from tand import stores
-from tand.tasks._common import known_errors, load_env
+from tand.tasks._common import known_errors, load_env, whole_number
 from tand.tasks.training import HEADLINE
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -55,15 +55,6 @@ def _check_server_args(backend: str, artifacts: str, port: int, workers: int | N
             ) from None
 
 
-def _whole_number(flag: str, value) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise Exit(f"error: {flag} {value!r} is not a whole number", code=1) from None
-
-
 def _check_backend_reachable(backend: str) -> None:
     """One quick connection attempt: MLflow would retry for a minute and a half, logging every try."""
     if not stores.is_database(backend):
@@ -100,7 +91,7 @@ def mlflow_server(
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     backend = backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI") or DEFAULT_BACKEND
     artifacts = artifacts_destination or os.environ.get("MLFLOW_ARTIFACTS_DESTINATION") or DEFAULT_ARTIFACTS
-    port, workers = int(port), _whole_number("--workers", workers)
+    port, workers = int(port), whole_number("--workers", workers)
     _check_server_args(backend, artifacts, port, workers)
     _check_backend_reachable(backend)
     # MLflow's CLI would read this as --default-artifact-root and bypass the proxy for new experiments.
@@ -178,7 +169,7 @@ def _print_move(move, verb: str) -> None:
 )
 def promote(c, version=None, run_id=None, alias=None, force=False, config="config.json"):
     """Point the production alias at a version (checks its features first); prints old → new with metrics."""
-    number = _whole_number("--version", version)
+    number = whole_number("--version", version)
     with known_errors():
         name, alias = _model_and_alias(config, alias)
         from tand.promote import promote as move_alias
