@@ -260,3 +260,18 @@ def test_warm_writes_the_snapshot_that_a_start_reads(trained_model, tmp_path, mo
     app = create_app(settings(trained_model.project.tracking_uri, trained_model.model_name, tmp_path / "cache"))
     with TestClient(app) as client:
         assert client.get("/model", headers=auth()).json()["loaded_from"] == "snapshot"
+
+
+def test_predict_through_the_documented_route_when_mounted(trained_model, tmp_path):
+    """Mounted under a prefix, /predict is matched by FastAPI's route, which answers through the same endpoint."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    app = create_app(settings(trained_model.project.tracking_uri, trained_model.model_name, tmp_path / "cache"))
+    outer = Starlette(routes=[Mount("/api", app=app)], lifespan=lambda _: app.router.lifespan_context(app))
+    with TestClient(outer) as client:
+        answer = client.post("/api/predict", json=trained_model.request, headers=auth())
+        refused = client.post("/api/predict", json=trained_model.request)
+    assert answer.status_code == 200 and answer.headers["X-Model-Version"] == str(trained_model.version)
+    assert answer.json()["prediction"] in trained_model.config["train"]["labels"]
+    assert refused.status_code == 401
