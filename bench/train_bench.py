@@ -1,17 +1,18 @@
 """Time `invoke train` end to end on the default data, for both frameworks, and say where the seconds go.
 
 Not a test. Each case runs the real CLI in a fresh temporary project under /usr/bin/time -v
-(wall clock and peak memory), then once more on the now-warm store. The task prints its own
-phase timings: "store" is MLflow's import and store set-up, during which a forked worker fits
-(worker_fit includes importing PyTorch) and computes the metrics; "fit_wait" is what the main
-process still waits for them (after preparing log_model and importing matplotlib); "log_model"
-logs the metrics and the model and "plots" renders the summary plots, while the worker renders
-the per-feature plots (worker_plots); "plots_wait" is what is left of that wait;
-"startup" is what is left of the wall time: interpreter start and imports (invoke, pandas,
-scikit-learn) and exit. Peak memory is the largest single process (the worker holds PyTorch,
-the main process MLflow). This machine's two cores slow each other down when both are busy
-(two CPU-bound processes take about 1.4 times as long as one alone), so run it on a quiet machine
-and read the median.
+(wall clock and peak memory), then once more on the now-warm store, then warm again with
+TAND_INLINE_FIT=1 (everything in the main process: the alternative the processes are measured
+against). The task prints its own phase timings (tand.workers draws the processes):
+"data" is importing pandas and scikit-learn and reading the CSV (meanwhile, for PyTorch, a process
+imports torch); "store" is MLflow's import and store set-up (meanwhile a forked worker fits the
+preprocessing, the other process trains the network, and the worker computes the metrics:
+worker_fit, which includes waiting for the torch import, and worker_metrics); "fit_wait" is what
+the main process still waits for them; "log_model" logs the metrics and the model while the worker
+renders the plots (worker_plots); "plots_wait" is what is left of that wait; "startup" is what
+is left of the wall time: interpreter start, invoke, and exit. Peak memory is the largest single
+process. This machine's two cores slow each other down when both are busy, and its speed drifts
+(the benchmark prints a fixed loop's time before and after): read the median, and the ratios.
 
     .venv/bin/python bench/train_bench.py [--repeat 2]
 """
@@ -77,7 +78,7 @@ def main() -> None:
                 if attempt == 0:
                     rows.append((f"{label}, warm store", run_once(project, "config.json")))
                     rows.append((f"{label}, warm, inline fit", run_once(project, "config.json", inline=True)))
-    phases = ["startup", "data", "store", "fit_wait", "log_model", "plots", "plots_wait", "register", "worker_fit",
+    phases = ["startup", "data", "store", "fit_wait", "log_model", "plots_wait", "register", "worker_fit",
               "worker_metrics", "worker_plots"]
     print(f"{'case':40} {'wall s':>7} {'peak MB':>8}  " + " ".join(f"{p:>14}" for p in phases))
     for label, row in rows:

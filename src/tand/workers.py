@@ -1,0 +1,166 @@
+"""The processes `invoke train` runs beside its own, so that two cores share the work (Linux, fork).
+
+    main process   config → start TorchProcess → import pandas/scikit-learn, read the data → start FitWorker
+                   → import MLflow, open the store, start the run → log metrics and the model → log the plots → register
+    TorchProcess   import PyTorch (while the main process imports pandas and scikit-learn) → train the network
+    FitWorker      fit the preprocessing → hand the network to TorchProcess → metrics → plots
+
+Importing PyTorch, MLflow, pandas and scikit-learn costs about as much as the whole fit here; each
+process imports only what it uses, at the moment the other one is busy. Where fork is not the safe
+default, or TAND_INLINE_FIT=1 is set (to step through your preprocess hook in a debugger, or to
+profile), all of it runs inline in the main process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+
+from tand.errors import TandError
+
+
+def forking() -> bool:
+    return sys.platform == "linux" and os.environ.get("TAND_INLINE_FIT", "") in ("", "0")
+
+
+class ProcessDied(TandError):
+    pass
+
+
+def _receive(connection, who: str):
+    try:
+        status, payload = connection.recv()
+    except EOFError:
+        raise ProcessDied(f"{who} died; out of memory?") from None
+    if status == "error":
+        raise payload
+    if status == "crash":
+        raise RuntimeError(f"training failed in {who}:\n{payload}")
+    return payload
+
+
+def _reply(connection, work):
+    """Send ("ok", work()) and return work()'s result, or send the failure (a known one as itself,
+    anything else as its traceback) and return None."""
+    try:
+        result = work()
+    except TandError as exc:
+        connection.send(("error", exc))
+        return None
+    except BaseException:
+        connection.send(("crash", traceback.format_exc()))
+        return None
+    connection.send(("ok", result))
+    return result
+
+
+class TorchProcess:
+    """A process that imports PyTorch as soon as it starts, then trains one network when called.
+
+    Calling it is calling tand.models.network.fit_network there (same arguments, same result), so it
+    is what the MLP estimator takes as its `network_runner`. `meanwhile` runs in the caller between
+    sending the job and receiving the weights: time to import what comes next."""
+
+    def __init__(self, meanwhile=None):
+        self.meanwhile = meanwhile
+        context = multiprocessing.get_context("fork")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=self._main, args=(child,), daemon=True, name="tand-torch")
+        self._process.start()
+        child.close()
+
+    @staticmethod
+    def _main(connection) -> None:
+        try:
+            import torch  # noqa: F401 - the point of this process: the import starts now
+            import tqdm.auto  # noqa: F401
+        except ImportError:
+            pass  # reported by fit_network itself, as it would be inline
+        from tand.models.network import fit_network
+
+        try:
+            args = connection.recv()
+        except EOFError:  # nobody asked: the run stopped before fitting
+            return
+        _reply(connection, lambda: fit_network(*args))
+        connection.close()
+
+    def __call__(self, *args):
+        try:
+            self._connection.send(args)
+        except (BrokenPipeError, ConnectionResetError):
+            raise ProcessDied("the PyTorch training process died before it was asked to train; out of memory?") from None
+        if self.meanwhile is not None:
+            self.meanwhile()
+        return _receive(self._connection, "the PyTorch training process")
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+
+
+class FitWorker:
+    """Fitting, metrics and plots in a forked child, or inline (`fork=False`).
+
+    The child sends the fitted pipeline and its metrics as soon as they exist, then renders the
+    plots while the main process logs the model."""
+
+    def __init__(self, pipeline, parts, schema, network_runner=None, fork: bool = True):
+        self._args = (pipeline, parts, schema, network_runner)
+        self._process = None
+        self._evaluation = None
+        if fork:
+            context = multiprocessing.get_context("fork")
+            self._reader, writer = context.Pipe(duplex=False)
+            self._process = context.Process(target=self._main, args=(writer, *self._args), daemon=True, name="tand-fit")
+            self._process.start()
+            writer.close()
+
+    @staticmethod
+    def _main(writer, pipeline, parts, schema, network_runner) -> None:
+        from tand import fitting
+
+        try:
+            evaluation = _reply(writer, lambda: fitting.fit_and_evaluate(pipeline, parts, schema, network_runner))
+            if evaluation is not None:
+                started = time.perf_counter()
+                _reply(writer, lambda: (fitting.render_plots(parts, evaluation.predictions, schema), time.perf_counter() - started))
+        finally:
+            writer.close()
+
+    def _receive(self):
+        try:
+            return _receive(self._reader, "the training process")
+        except ProcessDied:
+            self._process.join()
+            raise TandError(f"the training process died (exit code {self._process.exitcode}); out of memory?") from None
+
+    def evaluation(self):
+        """The fitted pipeline and its metrics (tand.fitting.Evaluation); inline, this is where it fits."""
+        if self._process is None:
+            from tand import fitting
+
+            self._evaluation = fitting.fit_and_evaluate(*self._args)
+            return self._evaluation
+        return self._receive()
+
+    def plots(self) -> tuple[dict[str, bytes], float]:
+        """(PNG bytes by file name, seconds spent rendering)."""
+        from tand import fitting
+
+        if self._process is None:
+            started = time.perf_counter()
+            _, parts, schema, _ = self._args
+            return fitting.render_plots(parts, self._evaluation.predictions, schema), time.perf_counter() - started
+        plots = self._receive()
+        self._process.join()
+        return plots
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.terminate()
+            self._process.join()

@@ -1,0 +1,120 @@
+"""The processes `invoke train` shares its work with (tand.workers), and what logging a model skips."""
+
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+
+from tand.errors import ConfigError, TandError
+from tand.models.network import NetworkParams, fit_network
+from tand.workers import TorchProcess
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the worker processes are forked (Linux)")
+
+
+def _params(**changes) -> NetworkParams:
+    values = dict(hidden_sizes=(16,), dropout=0.1, lr=0.01, weight_decay=0.0, epochs=4, batch_size=32, patience=2,
+                  validation_fraction=0.2, log_every=250, device="cpu", seed=3, progress=False)
+    return NetworkParams(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    return X, (X[:, 0] > 0).astype(np.int64)
+
+
+def test_the_torch_process_trains_the_same_network_as_inline(data):
+    X, y = data
+    process = TorchProcess()
+    try:
+        remote = process(X, y, 2, "cross_entropy", _params())
+    finally:
+        process.stop()
+    inline = fit_network(X, y, 2, "cross_entropy", _params())
+    assert remote.history == inline.history
+    for a, b in zip(remote.weights + remote.biases, inline.weights + inline.biases):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_known_error_in_the_torch_process_arrives_as_itself(data):
+    X, y = data
+    process = TorchProcess()
+    try:
+        with pytest.raises(ConfigError, match="train.device: 'cuda' asked for"):
+            process(X, y, 2, "cross_entropy", _params(device="cuda"))
+    finally:
+        process.stop()
+
+
+def test_a_torch_process_that_died_is_one_clear_error(data):
+    X, y = data
+    process = TorchProcess()
+    try:
+        os.kill(process._process.pid, signal.SIGKILL)
+        process._process.join()
+        with pytest.raises(TandError, match="the PyTorch training process died"):
+            process(X, y, 2, "cross_entropy", _params())
+    finally:
+        process.stop()
+
+
+def test_meanwhile_runs_between_sending_the_job_and_the_answer(data):
+    X, y = data
+    calls = []
+    process = TorchProcess(meanwhile=lambda: calls.append(process._process.is_alive()))
+    try:
+        process(X, y, 2, "cross_entropy", _params())
+    finally:
+        process.stop()
+    assert calls == [True]
+
+
+def test_fitting_restores_the_callers_torch_threads(data):
+    import torch
+
+    X, y = data
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit_network(X, y, 2, "cross_entropy", _params(epochs=1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_logged_requirements_are_the_installed_pins(trained_model):
+    from importlib.metadata import version
+
+    import mlflow
+
+    from tand import registry
+
+    uri = f"models:/{trained_model.model_name}/{trained_model.version}/requirements.txt"
+    mlflow.set_tracking_uri(trained_model.project.tracking_uri)
+    try:
+        lines = set(open(mlflow.artifacts.download_artifacts(uri)).read().split())
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert {f"{name}=={version(name)}" for name in registry.RUNTIME_PACKAGES} <= lines
+    assert f"mlflow=={mlflow.__version__}" in lines
+
+
+def test_the_package_scan_is_skipped_only_while_logging(monkeypatch):
+    from mlflow.utils import requirements_utils
+
+    from tand import registry
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    with registry._requirements_checked_without_package_scan():
+        assert requirements_utils._MODULES_TO_PACKAGES["sklearn"] == ["scikit-learn"]
+        assert requirements_utils._check_requirement_satisfied("numpy==0.0.1") is not None, "the check still runs"
+    assert requirements_utils._MODULES_TO_PACKAGES is None, "later callers get MLflow's own scan"
+    scanned = {"already": ["scanned"]}
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", scanned)
+    with registry._requirements_checked_without_package_scan():
+        assert requirements_utils._MODULES_TO_PACKAGES is scanned
+    assert requirements_utils._MODULES_TO_PACKAGES is scanned
