@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.auth import UNAUTHORIZED, presented_token
+from app.coalesce import MAX_COALESCED_ROWS, Coalescer
 from app.model_store import ModelStore
 from app.predictor import OutOfRange
 from app.schemas import MAX_ERRORS, RequestError
@@ -98,6 +99,7 @@ class PredictEndpoint:
         self.store = store
         self._token = api_token.encode("utf-8")
         self._max_body = max_body_bytes
+        self._coalescer = Coalescer()
 
     async def __call__(self, scope, receive, send) -> None:
         token = presented_token(scope["headers"])
@@ -118,7 +120,9 @@ class PredictEndpoint:
             return None
         try:
             rows, batch = served.parser.parse(body)
-            if len(rows) > THREAD_ROWS:
+            if len(rows) <= MAX_COALESCED_ROWS:
+                answers = await self._coalescer.answers(served, rows)
+            elif len(rows) > THREAD_ROWS:
                 answers = await run_in_threadpool(served.predictor.answers, rows)
             else:
                 answers = served.predictor.answers(rows)

@@ -61,3 +61,17 @@ def test_a_trained_model_unpickles_and_predicts_without_torch(blobs, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src")})
     assert done.returncode == 0, done.stderr
+
+
+def test_a_rows_output_does_not_depend_on_the_batch_it_came_in():
+    # In one (n, 256) @ (256, 2) product, BLAS's kernel (and its order of additions) depends on n: a
+    # row's last bits would depend on its batch (and on the API's coalescing of requests).
+    from tand.models.forward import mlp_forward
+
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=(30, 256)).astype(np.float32), rng.normal(size=(256, 2)).astype(np.float32)]
+    biases = [rng.normal(size=256).astype(np.float32), rng.normal(size=2).astype(np.float32)]
+    X = rng.normal(size=(300, 30))
+    whole = mlp_forward(X, weights, biases)
+    for n in range(1, 300):
+        assert np.array_equal(mlp_forward(X[:n], weights, biases), whole[:n]), f"batch of {n}"

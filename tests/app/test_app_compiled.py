@@ -174,3 +174,16 @@ def test_the_mlp_regressor_forward_pass_matches_bitwise():
     answers = predictor.answers(frame.to_dict("records"))
     assert [a["prediction"] for a in answers] == pipeline.predict(frame).tolist()
     assert set(answers[0]) == {"prediction"}
+
+
+def test_a_row_gets_the_same_answer_alone_and_in_any_batch(served):
+    # BLAS orders a dot product's additions by the number of rows; the forward pass multiplies row by
+    # row, so the API's coalesced calls (app/coalesce.py) cannot change a request's answer.
+    loaded, pipeline, frame = served
+    rows = frame.to_dict("records")
+    whole = loaded.predictor.answers(rows)
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 5, 17, 64, 129):
+        start = int(rng.integers(0, len(rows) - size))
+        assert loaded.predictor.answers(rows[start : start + size]) == whole[start : start + size], size
+    assert np.array_equal(pipeline.predict_proba(frame.iloc[[3, 1, 4]]), pipeline.predict_proba(frame)[[3, 1, 4]])

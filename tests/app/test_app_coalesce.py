@@ -1,0 +1,75 @@
+"""Requests of one event-loop turn share one prediction call, and keep their own answers and errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pandas as pd
+import pytest
+
+from app.coalesce import Coalescer
+from app.loading import load_from_registry
+from app.predictor import OutOfRange
+from app_support import REPO
+
+
+class Served:
+    """What the coalescer needs of a served model: its predictor (counting the calls it gets)."""
+
+    def __init__(self, predictor):
+        self.inner, self.calls = predictor, []
+
+    @property
+    def predictor(self):
+        return self
+
+    def answers(self, rows):
+        self.calls.append(len(rows))
+        return self.inner.answers(rows)
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_model):
+    model = load_from_registry(trained_model.project.tracking_uri, trained_model.model_name, trained_model.version)
+    rows = pd.read_csv(REPO / "data" / "data.csv")[model.schema.names].head(40).to_dict("records")
+    return model, rows
+
+
+def _gather(coalescer, requests):
+    async def run():
+        return await asyncio.gather(*(coalescer.answers(served, rows) for served, rows in requests), return_exceptions=True)
+
+    return asyncio.run(run())
+
+
+def test_requests_of_one_turn_share_one_call_and_get_their_own_rows_back(loaded):
+    model, rows = loaded
+    served = Served(model.predictor)
+    requests = [(served, rows[i : i + 1]) for i in range(10)] + [(served, rows[10:15]), (served, rows[15:16])]
+    answers = _gather(Coalescer(), requests)
+    assert served.calls == [16], "one vectorised call for all twelve requests"
+    assert answers == [model.predictor.answers(r) for _, r in requests]
+
+
+def test_a_request_alone_is_answered_at_once(loaded):
+    model, rows = loaded
+    served = Served(model.predictor)
+    assert _gather(Coalescer(), [(served, rows[:1])]) == [model.predictor.answers(rows[:1])]
+    assert served.calls == [1]
+
+
+def test_each_request_keeps_the_model_it_started_with(loaded):
+    model, rows = loaded
+    old, new = Served(model.predictor), Served(model.predictor)
+    _gather(Coalescer(), [(old, rows[:1]), (new, rows[1:2]), (old, rows[2:3])])
+    assert (old.calls, new.calls) == ([2], [1])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warning: the overflow is the point
+def test_one_requests_overflow_fails_only_that_request(loaded):
+    model, rows = loaded
+    served = Served(model.predictor)
+    bad = [{**rows[1], "mean_area": 1e300}]
+    first, second, third = _gather(Coalescer(), [(served, rows[:1]), (served, bad), (served, rows[2:3])])
+    assert isinstance(second, OutOfRange) and second.problems == [(0, None)]
+    assert first == model.predictor.answers(rows[:1]) and third == model.predictor.answers(rows[2:3])
