@@ -118,7 +118,8 @@ def build_predictor(pipeline, schema: FeatureSchema, example: dict) -> Predictor
     estimator = compile_estimator(pipeline[-1]) or pipeline[-1]
     fast = Predictor(schema, preprocessor=preprocessor, estimator=estimator)
     # A cheap guard at load time: the compiled path must answer as the pipeline does.
-    if not same_answers(fast.answers([example]), fallback.answers([example])):
+    rows = schema.rows([example])
+    if not same_answers(fast.answers(rows), fallback.answers(rows)):
         log.warning("compiled predictions differ from the pipeline's on the example; using the DataFrame path")
         return fallback
     return fast

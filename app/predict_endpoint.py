@@ -120,10 +120,10 @@ class PredictEndpoint:
             return None
         try:
             rows, batch = served.parser.parse(body)
-            if len(rows) <= MAX_COALESCED_ROWS:
-                answers = await self._coalescer.answers(served, rows)
-            elif len(rows) > THREAD_ROWS:
+            if len(rows) > THREAD_ROWS:
                 answers = await run_in_threadpool(served.predictor.answers, rows)
+            elif len(rows) <= MAX_COALESCED_ROWS:
+                answers = await self._coalescer.answers(served, rows)
             else:
                 answers = served.predictor.answers(rows)
         except RequestError as exc:

@@ -1,5 +1,8 @@
 """Validated rows → predictions, in one vectorised call, by the cheapest path that gives the same answer.
 
+Rows are tuples of feature values in the schema's order (what app.schemas.RequestParser returns;
+FeatureSchema.rows turns dicts into them).
+
 1. compiled preprocessing + the MLP's NumPy forward pass (the template's default model);
 2. compiled preprocessing + the fitted scikit-learn estimator called on the float matrix;
 3. the whole pipeline on a DataFrame, for a preprocessor this template did not build.
@@ -39,6 +42,7 @@ class Predictor:
             raise ValueError("a Predictor needs a compiled preprocessor or the fitted pipeline")
         self.schema = schema
         self._preprocessor = preprocessor
+        self._transform = preprocessor.bind(schema.names) if preprocessor is not None else None
         self._estimator = estimator if preprocessor is not None else None
         self._pipeline = pipeline if preprocessor is None else None
         self._classifier = schema.task == "classification"
@@ -79,9 +83,9 @@ class Predictor:
         order = [fitted.index(name) for name in configured]
         return tuple(configured), (None if order == list(range(len(order))) else order)
 
-    def _predict(self, rows: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
-        if self._preprocessor is not None:
-            X, model = self._preprocessor.transform(rows), self._estimator
+    def _predict(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._transform is not None:
+            X, model = self._transform(rows), self._estimator
         else:
             import pandas as pd
 
@@ -119,7 +123,7 @@ class Predictor:
             names += list(block.columns) if isinstance(block, NumericBlock) else [None] * block.width
         return names
 
-    def answers(self, rows: list[dict]) -> list[dict]:
+    def answers(self, rows: list[tuple]) -> list[dict]:
         """One {"prediction", "probabilities"} object per row (regression: the number only)."""
         labels, proba = self._predict(rows)
         labels = labels.tolist()

@@ -2,14 +2,22 @@
 
 A /predict body is one JSON object of features or a JSON array of them. Each field is typed
 from the model (number, integer, boolean, or one of the known categories), every feature is
-required, extra fields are refused, null/NaN/Infinity are refused. The body is validated
-straight from its bytes by pydantic-core (no intermediate json.loads, no model instances).
+required, extra fields are refused, null/NaN/Infinity are refused. Validated rows are tuples of
+values in the schema's order.
+
+Two validators of the same rules: pydantic-core, which writes the OpenAPI schema and names every
+bad field in a 422, and msgspec, which decodes a valid body 4-5 times faster (1,000 rows of 30
+numbers: 1.6 ms against 7.1 ms here) into structs whose fields are the row's values in order. A
+body goes to msgspec first; anything it refuses goes to pydantic, which then decides: msgspec may
+be stricter, never laxer (tests/app/test_app_requests.py fuzzes the two against each other).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from operator import itemgetter
+from typing import Annotated, Any, Literal, Union
 
+import msgspec
 from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
@@ -65,17 +73,58 @@ def features_type(schema: FeatureSchema) -> type:
     return row
 
 
+def _fast_field_type(feature: Feature):
+    """The msgspec type accepting exactly what _field_type accepts, or None where msgspec cannot say it
+    (float categories: msgspec's Literal takes no floats; free text: left to pydantic's own checks)."""
+    if feature.kind == "numeric":
+        if feature.dtype == "integer":
+            return Annotated[int, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+        return Annotated[float, msgspec.Meta(ge=-float(MAX_MAGNITUDE), le=float(MAX_MAGNITUDE))]
+    if feature.dtype == "boolean":
+        return bool
+    if feature.categories and feature.dtype in ("string", "integer"):
+        return Literal[tuple(feature.categories)]
+    return None
+
+
+def fast_decoder(schema: FeatureSchema) -> msgspec.json.Decoder | None:
+    """A decoder of one row or a list of rows into structs with one field per feature, in order."""
+    types = [_fast_field_type(f) for f in schema.features]
+    if not types or any(t is None for t in types):
+        return None
+    fields = [(f"f{i}", t) for i, t in enumerate(types)]  # feature names need not be identifiers
+    rename = {f"f{i}": f.name for i, f in enumerate(schema.features)}
+    row = msgspec.defstruct("Row", fields, rename=rename, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(Union[row, list[row]])
+
+
 class RequestParser:
-    """Body bytes → validated rows (dicts), or RequestError naming each bad field."""
+    """Body bytes → validated rows (tuples in feature order), or RequestError naming each bad field."""
 
     def __init__(self, schema: FeatureSchema, max_rows: int):
         self.row_type = features_type(schema)
         self.max_rows = max_rows
         self._one = TypeAdapter(self.row_type)
         self._many = TypeAdapter(Annotated[list[self.row_type], Field(min_length=1, max_length=max_rows)])
+        names = schema.names
+        self._values = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+        self._fast = fast_decoder(schema)
 
-    def parse(self, body: bytes) -> tuple[list[dict], bool]:
+    def parse(self, body: bytes) -> tuple[list[tuple], bool]:
         """(rows, is_batch)."""
+        if self._fast is not None:
+            try:
+                value = self._fast.decode(body)
+            except msgspec.MsgspecError:
+                pass  # pydantic decides, and names what is wrong
+            else:
+                if type(value) is not list:
+                    return [msgspec.structs.astuple(value)], False
+                if 1 <= len(value) <= self.max_rows:
+                    return list(map(msgspec.structs.astuple, value)), True
+        return self.parse_with_pydantic(body)
+
+    def parse_with_pydantic(self, body: bytes) -> tuple[list[tuple], bool]:
         head = body[:1]
         if head in (b" ", b"\t", b"\r", b"\n"):
             head = body.lstrip()[:1]
@@ -84,7 +133,7 @@ class RequestParser:
             value = (self._many if batch else self._one).validate_json(body)
         except ValidationError as exc:
             raise RequestError(_errors(exc)) from None
-        return (value, True) if batch else ([value], False)
+        return (list(map(self._values, value)), True) if batch else ([self._values(value)], False)
 
     def row_json_schema(self) -> dict:
         schema = self._one.json_schema(ref_template="#/components/schemas/{model}")

@@ -17,6 +17,7 @@ scikit-learn; the API's local snapshots use the same file format.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -25,11 +26,12 @@ import numpy as np
 from tand.models.forward import mlp_forward
 
 
-def _getter(columns: tuple[str, ...]):
-    if len(columns) == 1:
-        name = columns[0]
-        return lambda row: (row[name],)
-    return itemgetter(*columns)
+def _getter(positions: tuple):
+    """rows → each row's values at `positions`, as a tuple (itemgetter returns a bare value for one)."""
+    if len(positions) == 1:
+        key = positions[0]
+        return lambda row: (row[key],)
+    return itemgetter(*positions)
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,6 @@ class NumericBlock:
     fill: np.ndarray | None
     mean: np.ndarray | None
     scale: np.ndarray | None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_get", _getter(self.columns))
 
     @property
     def width(self) -> int:
@@ -59,9 +58,13 @@ class NumericBlock:
             largest = largest / self.scale
         return float(largest.max())
 
-    def transform(self, rows: list[dict]) -> np.ndarray:
-        get = self._get
-        X = np.array([get(row) for row in rows], dtype=np.float64)
+    def transform(self, rows: list, positions: tuple) -> np.ndarray:
+        """The block's output for `rows` (dicts keyed by column, or tuples indexed by `positions`)."""
+        if positions == tuple(range(len(rows[0]) if rows else 0)):
+            X = np.array(rows, dtype=np.float64)  # tuples holding exactly this block's columns: already the matrix
+        else:
+            X = np.array(list(map(_getter(positions), rows)), dtype=np.float64)
+        X = X.reshape(len(rows), self.width)
         if self.fill is not None:
             missing = np.isnan(X)
             if missing.any():
@@ -89,7 +92,7 @@ class OneHotBlock:
         for values in self.categories:
             indexes.append({value: offset + i for i, value in enumerate(values)})
             offset += len(values)
-        object.__setattr__(self, "_indexes", tuple(zip(self.columns, indexes)))
+        object.__setattr__(self, "_indexes", tuple(indexes))
 
     @property
     def width(self) -> int:
@@ -98,11 +101,11 @@ class OneHotBlock:
     def max_abs(self, bound: float) -> float:
         return 1.0
 
-    def transform(self, rows: list[dict]) -> np.ndarray:
+    def transform(self, rows: list, positions: tuple) -> np.ndarray:
         out = np.zeros((len(rows), self.width), dtype=np.float64)
-        for column, index in self._indexes:
+        for position, index in zip(positions, self._indexes):
             for i, row in enumerate(rows):
-                j = index.get(row[column])
+                j = index.get(row[position])
                 if j is not None:
                     out[i, j] = 1.0
         return out
@@ -115,10 +118,21 @@ class CompiledPreprocessor:
     def max_abs(self, bound: float) -> float:
         return max(block.max_abs(bound) for block in self.blocks)
 
-    def transform(self, rows: list[dict]) -> np.ndarray:
+    def transform(self, records: list[dict]) -> np.ndarray:
+        """Rows given as dicts keyed by column name → the model's float matrix."""
+        return self._transform(records, [block.columns for block in self.blocks])
+
+    def bind(self, names) -> Callable[[list[tuple]], np.ndarray]:
+        """The transform of rows given as tuples of values in the order of `names` (the API's validated
+        rows: no dict per row, and numeric columns in that order are already the matrix)."""
+        position = {name: i for i, name in enumerate(names)}
+        positions = [tuple(position[c] for c in block.columns) for block in self.blocks]
+        return lambda rows: self._transform(rows, positions)
+
+    def _transform(self, rows: list, positions: list[tuple]) -> np.ndarray:
         if len(self.blocks) == 1:
-            return self.blocks[0].transform(rows)
-        return np.hstack([block.transform(rows) for block in self.blocks])
+            return self.blocks[0].transform(rows, positions[0])
+        return np.hstack([block.transform(rows, where) for block, where in zip(self.blocks, positions)])
 
 
 @dataclass(frozen=True)

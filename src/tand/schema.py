@@ -48,6 +48,12 @@ class FeatureSchema:
     def categorical(self) -> list[str]:
         return [f.name for f in self.features if f.kind == "categorical"]
 
+    def rows(self, records) -> list[tuple]:
+        """Records (dicts keyed by feature name) as rows: tuples of their values in feature order, the
+        form the API validates requests into and predicts from."""
+        names = self.names
+        return [tuple(record[name] for name in names) for record in records]
+
     def same_inputs(self, other: FeatureSchema) -> bool:
         """True when a request valid for one is valid for the other, with the same answer shape."""
         return (self.features, self.task, self.classes) == (other.features, other.task, other.classes)

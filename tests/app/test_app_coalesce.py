@@ -31,7 +31,7 @@ class Served:
 @pytest.fixture(scope="module")
 def loaded(trained_model):
     model = load_from_registry(trained_model.project.tracking_uri, trained_model.model_name, trained_model.version)
-    rows = pd.read_csv(REPO / "data" / "data.csv")[model.schema.names].head(40).to_dict("records")
+    rows = model.schema.rows(pd.read_csv(REPO / "data" / "data.csv")[model.schema.names].head(40).to_dict("records"))
     return model, rows
 
 
@@ -69,7 +69,26 @@ def test_each_request_keeps_the_model_it_started_with(loaded):
 def test_one_requests_overflow_fails_only_that_request(loaded):
     model, rows = loaded
     served = Served(model.predictor)
-    bad = [{**rows[1], "mean_area": 1e300}]
+    area = model.schema.names.index("mean_area")
+    bad = [rows[1][:area] + (1e300,) + rows[1][area + 1 :]]
     first, second, third = _gather(Coalescer(), [(served, rows[:1]), (served, bad), (served, rows[2:3])])
     assert isinstance(second, OutOfRange) and second.problems == [(0, None)]
     assert first == model.predictor.answers(rows[:1]) and third == model.predictor.answers(rows[2:3])
+
+
+def test_the_others_are_answered_even_if_the_first_request_is_cancelled(loaded):
+    model, rows = loaded
+    served = Served(model.predictor)
+
+    async def run():
+        coalescer = Coalescer()
+        first = asyncio.create_task(coalescer.answers(served, rows[:1]))
+        second = asyncio.create_task(coalescer.answers(served, rows[1:2]))
+        await asyncio.sleep(0)  # both have joined; the first is yielding before it answers for both
+        first.cancel()
+        answer = await asyncio.wait_for(second, timeout=5)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return answer
+
+    assert asyncio.run(run()) == model.predictor.answers(rows[1:2])

@@ -45,9 +45,11 @@ def _proba_in_fitted_order(answers, classes) -> np.ndarray:
 def test_the_mlp_is_served_by_numpy_alone_and_matches_the_pipeline_bitwise(served):
     loaded, pipeline, frame = served
     assert loaded.predictor.inference == "numpy"
-    rows = frame.to_dict("records")
-    compiled_X = loaded.predictor.snapshot_parts[0].transform(rows)
+    records = frame.to_dict("records")
+    compiled_X = loaded.predictor.snapshot_parts[0].transform(records)
     assert np.array_equal(compiled_X, pipeline[0].transform(frame))
+    rows = loaded.schema.rows(records)
+    assert np.array_equal(loaded.predictor.snapshot_parts[0].bind(loaded.schema.names)(rows), compiled_X)
     answers = loaded.predictor.answers(rows)
     assert [a["prediction"] for a in answers] == pipeline.predict(frame).tolist()
     assert np.array_equal(_proba_in_fitted_order(answers, pipeline.classes_), pipeline.predict_proba(frame))
@@ -60,23 +62,23 @@ def test_the_mlp_is_served_by_numpy_alone_and_matches_the_pipeline_bitwise(serve
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warning: the overflow is the point
 def test_values_the_model_cannot_compute_with_are_named_not_answered_with_nan(served):
     loaded, _, frame = served
-    rows = frame.head(3).to_dict("records")
-    rows[1] = {**rows[1], "mean_area": 1e300}  # past the request bounds: overflows float32 once scaled
+    records = frame.head(3).to_dict("records")
+    records[1] = {**records[1], "mean_area": 1e300}  # past the request bounds: overflows float32 once scaled
     with pytest.raises(OutOfRange) as caught:
-        loaded.predictor.answers(rows)
+        loaded.predictor.answers(loaded.schema.rows(records))
     assert caught.value.problems == [(1, None)]
 
 
 def test_probabilities_are_keyed_by_the_configured_labels_in_configured_order(served, trained_model):
     loaded, _, frame = served
-    (answer,) = loaded.predictor.answers(frame.head(1).to_dict("records"))
+    (answer,) = loaded.predictor.answers(loaded.schema.rows(frame.head(1).to_dict("records")))
     assert list(answer["probabilities"]) == trained_model.config["train"]["labels"]
     assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_a_snapshot_round_trip_predicts_the_same(served, tmp_path):
     loaded, _, frame = served
-    rows = frame.to_dict("records")
+    rows = loaded.schema.rows(frame.to_dict("records"))
     preprocessor, mlp = loaded.predictor.snapshot_parts
     again = Predictor(loaded.schema, *from_arrays(*to_arrays(preprocessor, mlp)))
     assert again.answers(rows) == loaded.predictor.answers(rows)
@@ -131,7 +133,7 @@ def test_mixed_numeric_and_categorical_features_compile_and_match(tmp_path):
     predictor = build_predictor(pipeline, MIXED, rows[1])
     assert predictor.inference == "numpy-preprocessing+estimator"
     assert np.array_equal(compile_preprocessor(pipeline[0]).transform(rows), pipeline[0].transform(test))
-    answers = predictor.answers(rows)
+    answers = predictor.answers(MIXED.rows(rows))
     assert [a["prediction"] for a in answers] == pipeline.predict(test).tolist()
     assert np.array_equal(
         np.array([[a["probabilities"][c] for c in pipeline.classes_] for a in answers]), pipeline.predict_proba(test)
@@ -153,7 +155,7 @@ def test_a_preprocessor_it_does_not_know_falls_back_to_the_dataframe_path():
     assert compile_preprocessor(pipeline[0]) is None
     predictor = build_predictor(pipeline, schema, train.iloc[0].to_dict())
     assert predictor.inference == "dataframe-pipeline"
-    answers = predictor.answers(train.to_dict("records"))
+    answers = predictor.answers(schema.rows(train.to_dict("records")))
     assert [a["prediction"] for a in answers] == pipeline.predict(train).tolist()
 
 
@@ -171,7 +173,7 @@ def test_the_mlp_regressor_forward_pass_matches_bitwise():
     pipeline = Pipeline([("preprocessor", preprocessor), ("model", mlp)])
     predictor = build_predictor(pipeline, schema, frame.iloc[0].to_dict())
     assert predictor.inference == "numpy" and predictor.class_names is None
-    answers = predictor.answers(frame.to_dict("records"))
+    answers = predictor.answers(schema.rows(frame.to_dict("records")))
     assert [a["prediction"] for a in answers] == pipeline.predict(frame).tolist()
     assert set(answers[0]) == {"prediction"}
 
@@ -180,7 +182,7 @@ def test_a_row_gets_the_same_answer_alone_and_in_any_batch(served):
     # BLAS orders a dot product's additions by the number of rows; the forward pass multiplies row by
     # row, so the API's coalesced calls (app/coalesce.py) cannot change a request's answer.
     loaded, pipeline, frame = served
-    rows = frame.to_dict("records")
+    rows = loaded.schema.rows(frame.to_dict("records"))
     whole = loaded.predictor.answers(rows)
     rng = np.random.default_rng(0)
     for size in (1, 2, 3, 5, 17, 64, 129):

@@ -61,7 +61,7 @@ def test_the_baked_store_loads_from_a_copy_of_the_context(staged, trained_model,
     original = load_version(trained_model.model_name, version=trained_model.version)
     frame = pd.DataFrame([trained_model.request])
     expected = original.pipeline.predict_proba(frame)[0]
-    answer = loaded.predictor.answers([trained_model.request])[0]
+    answer = loaded.predictor.answers(loaded.schema.rows([trained_model.request]))[0]
     assert answer["prediction"] == original.pipeline.predict(frame)[0]
     classes = list(original.pipeline.classes_)
     assert np.allclose([answer["probabilities"][c] for c in classes], expected, atol=1e-6)
