@@ -5,8 +5,8 @@
     TorchProcess   import PyTorch (while the main process imports pandas and scikit-learn) → train the network
     FitWorker      fit the preprocessing → hand the network to TorchProcess → metrics → plots
 
-Importing PyTorch, MLflow, pandas and scikit-learn costs about as much as the whole fit here; each
-process imports only what it uses, at the moment the other one is busy. Where fork is not the safe
+Importing PyTorch, MLflow, pandas and scikit-learn takes several times longer than fitting the
+default model (bench/train_bench.py): each process imports only what it uses, while the others work. Where fork is not the safe
 default, or TAND_INLINE_FIT=1 is set (to step through your preprocess hook in a debugger, or to
 profile), all of it runs inline in the main process.
 """
