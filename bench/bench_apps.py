@@ -1,4 +1,4 @@
-"""The two extra servers bench/serve_bench.py starts (uvicorn --factory --app-dir bench bench_apps:...)."""
+"""The extra servers bench/serve_bench.py starts (uvicorn --factory --app-dir bench bench_apps:...)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ def dataframe_app():
     # Through MLflow and the unpickled pipeline, never the compiled file training logged.
     model_store.read_compiled = lambda tracking_uri, name, target: None
     loading.build_predictor = lambda pipeline, schema, example: Predictor(schema, pipeline=pipeline)
+    return create_app()
+
+
+def uncoalesced_app():
+    """This API with every request predicted on its own (no dynamic batching): what app/coalesce.py buys."""
+    import app.predict_endpoint as endpoint
+    from app.main import create_app
+
+    endpoint.MAX_COALESCED_ROWS = 0
     return create_app()
 
 

@@ -275,3 +275,14 @@ def test_predict_through_the_documented_route_when_mounted(trained_model, tmp_pa
     assert answer.status_code == 200 and answer.headers["X-Model-Version"] == str(trained_model.version)
     assert answer.json()["prediction"] in trained_model.config["train"]["labels"]
     assert refused.status_code == 401
+
+
+def test_the_start_up_heap_is_frozen_while_serving_and_given_back_after(trained_model, tmp_path):
+    # Full collections over the imports' objects stalled every request in flight (bench/serve_bench.py).
+    import gc
+
+    app = create_app(settings(trained_model.project.tracking_uri, trained_model.model_name, tmp_path / "cache"))
+    with TestClient(app) as client:
+        assert gc.get_freeze_count() > 10_000
+        assert client.post("/predict", json=trained_model.request, headers=auth()).status_code == 200
+    assert gc.get_freeze_count() == 0
