@@ -38,6 +38,16 @@ def uncoalesced_app():
     return create_app()
 
 
+def unfrozen_app():
+    """This API without freezing its start-up heap: what the frozen heap buys (app/main.py, lifespan)."""
+    import gc
+
+    from app.main import create_app
+
+    gc.freeze = lambda: None  # this server process only
+    return create_app()
+
+
 def bare_asgi():
     """Below the ceiling's framework: a plain ASGI callable under the same uvicorn (what the transport allows)."""
     body = b'{"prediction":"benign","probabilities":{"malignant":0.01,"benign":0.99},"model_version":1}'

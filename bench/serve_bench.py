@@ -6,6 +6,7 @@ On 127.0.0.1, with one registered model version, it starts:
   this API            uvicorn --factory app.main:create_app, one worker (the compiled NumPy path)
   this API, DataFrame the same app forced onto the pipeline's DataFrame path, loaded through MLflow (the before)
   this API, one by one the same app predicting each request on its own (no coalescing of concurrent requests)
+  this API, unfrozen  the same app without freezing its start-up heap (full garbage collections walk it)
   mlflow serve        mlflow models serve --env-manager local -w 1, the same version
   bare FastAPI        a FastAPI endpoint returning a constant JSON, same uvicorn settings: the HTTP ceiling
   bare ASGI           a plain ASGI callable returning the same JSON: what uvicorn itself allows, for reference
@@ -240,6 +241,8 @@ def main() -> None:
                                       {**env, "MODEL_CACHE_DIR": ""}, project),
         "this API, one by one": Target("this API, one by one", [*uvicorn, *bench_dir, "bench_apps:uncoalesced_app"], "/predict", one,
                                        auth, env, project),
+        "this API, unfrozen": Target("this API, unfrozen", [*uvicorn, *bench_dir, "bench_apps:unfrozen_app"], "/predict", one,
+                                     auth, env, project),
         "mlflow models serve": Target("mlflow models serve", mlflow, "/invocations", json.dumps({"dataframe_records": [request]}).encode(),
                                       {}, env, project),
         "bare FastAPI": Target("bare FastAPI", [*uvicorn, *bench_dir, "bench_apps:bare_app"], "/predict", one, auth, env, project),
@@ -300,6 +303,7 @@ def report(results: dict, batch: dict, cold: dict) -> None:
               f"this/ceiling {100 * this / median('bare FastAPI', connections, 'rps'):.0f} %, "
               f"compiled/DataFrame {this / median('this API, DataFrame', connections, 'rps'):.1f}x, "
               f"coalesced/one by one {this / median('this API, one by one', connections, 'rps'):.2f}x, "
+              f"frozen/unfrozen {this / median('this API, unfrozen', connections, 'rps'):.2f}x, "
               f"this/bare ASGI {100 * this / median('bare ASGI', connections, 'rps'):.0f} %")
     print("\n1,000-row batch (median of 20)")
     for name, figures in batch.items():
