@@ -4,16 +4,15 @@ Under load, one turn of the event loop reads many requests; each parses and vali
 then hands its rows here instead of running the model itself. After that turn, one vectorised call
 answers all of them: NumPy's cost per call, not per row, is most of a small prediction (31.6 µs for one
 row alone, 3.4 µs a row within 64), so the per-request work falls as the load rises. A request alone
-waits for no one: it yields to the loop once, then answers itself. Each request keeps the model it started with
-(rows are grouped by served model), and one request's bad values never fail another's (an OutOfRange
-in a group re-runs its requests one by one).
-"""
+waits for no one: it yields to the loop once, then answers itself. Each request keeps the model it
+started with (rows are grouped by served model), and one request's bad values never fail another's
+(a failed group call re-runs its requests one by one). Only models whose answer for a row does not
+depend on the other rows of the call are coalesced (Predictor.batch_invariant: the MLP), so a
+client's answer never depends on other clients' requests."""
 
 from __future__ import annotations
 
 import asyncio
-
-from app.predictor import OutOfRange
 
 # Requests up to this many rows share a call; larger ones are vectorised enough on their own.
 MAX_COALESCED_ROWS = 64
@@ -35,8 +34,11 @@ class Coalescer:
         mine = entry[2] = asyncio.get_running_loop().create_future()
         try:
             await asyncio.sleep(0)
-        finally:
+        except BaseException:  # cancelled: nobody reads this answer, but the others still get theirs
+            mine.cancel()
             self._flush()
+            raise
+        self._flush()
         return mine.result()
 
     def _flush(self) -> None:
@@ -54,12 +56,8 @@ def _answer_group(group: list) -> None:
         rows = [row for _, request_rows, _ in group for row in request_rows]
         try:
             answers = predictor.answers(rows)
-        except OutOfRange:
-            pass  # somebody's values overflow: answer each request on its own, below
-        except Exception as exc:  # noqa: BLE001 - each request re-raises it (a bug: a 500, as before)
-            for _, _, future in group:
-                _settle(future, exception=exc)
-            return
+        except Exception:  # noqa: BLE001 - whoever's rows caused it: answer each request on its own, below
+            pass
         else:
             start = 0
             for _, request_rows, future in group:

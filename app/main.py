@@ -81,20 +81,22 @@ def create_app(settings: Settings | None = None) -> PredictionAPI:
         # Frozen before the model loads, so a replaced model's objects can still be collected.
         gc.collect()
         gc.freeze()
-        try:
-            await store.refresh()
-        except TandError as exc:
-            log.error("no model loaded at start-up: %s", exc)
         task = None
-        if settings.refresh_interval > 0:
-            task = asyncio.create_task(store.keep_converging(settings.refresh_interval))
-        elif store.current is None:
-            log.error("MODEL_REFRESH_INTERVAL is 0: call POST /update-model once the registry is ready")
-        yield
-        if task is not None:
-            task.cancel()
-        blas.restore_original_limits()
-        gc.unfreeze()  # an app inside a longer-lived process (tests, notebooks) gives its heap back
+        try:
+            try:
+                await store.refresh()
+            except TandError as exc:
+                log.error("no model loaded at start-up: %s", exc)
+            if settings.refresh_interval > 0:
+                task = asyncio.create_task(store.keep_converging(settings.refresh_interval))
+            elif store.current is None:
+                log.error("MODEL_REFRESH_INTERVAL is 0: call POST /update-model once the registry is ready")
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            blas.restore_original_limits()
+            gc.unfreeze()  # an app inside a longer-lived process (tests, notebooks) gives its heap back
 
     app = PredictionAPI(title="Prediction API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, redoc_url=None)
     app.state.store = store

@@ -122,7 +122,7 @@ class PredictEndpoint:
             rows, batch = served.parser.parse(body)
             if len(rows) > THREAD_ROWS:
                 answers = await run_in_threadpool(served.predictor.answers, rows)
-            elif len(rows) <= MAX_COALESCED_ROWS:
+            elif len(rows) <= MAX_COALESCED_ROWS and served.predictor.batch_invariant:
                 answers = await self._coalescer.answers(served, rows)
             else:
                 answers = served.predictor.answers(rows)

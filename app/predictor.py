@@ -62,6 +62,12 @@ class Predictor:
         return "numpy-preprocessing+estimator" if self._preprocessor is not None else "dataframe-pipeline"
 
     @property
+    def batch_invariant(self) -> bool:
+        """A row's answer is the same whatever other rows come in the same call (tand.models.forward), so
+        requests may share a call (app/coalesce.py). Not so for BLAS products of other estimators."""
+        return isinstance(self._estimator, NumpyMLP)
+
+    @property
     def has_probabilities(self) -> bool:
         return self._proba
 

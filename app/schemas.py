@@ -94,8 +94,11 @@ def fast_decoder(schema: FeatureSchema) -> msgspec.json.Decoder | None:
         return None
     fields = [(f"f{i}", t) for i, t in enumerate(types)]  # feature names need not be identifiers
     rename = {f"f{i}": f.name for i, f in enumerate(schema.features)}
-    row = msgspec.defstruct("Row", fields, rename=rename, forbid_unknown_fields=True)
-    return msgspec.json.Decoder(Union[row, list[row]])
+    try:
+        row = msgspec.defstruct("Row", fields, rename=rename, forbid_unknown_fields=True)
+        return msgspec.json.Decoder(Union[row, list[row]])
+    except (TypeError, ValueError, NotImplementedError):  # e.g. integer categories beyond 64 bits
+        return None
 
 
 class RequestParser:

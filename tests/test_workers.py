@@ -118,3 +118,34 @@ def test_the_package_scan_is_skipped_only_while_logging(monkeypatch):
     with registry._requirements_checked_without_package_scan():
         assert requirements_utils._MODULES_TO_PACKAGES is scanned
     assert requirements_utils._MODULES_TO_PACKAGES is scanned
+
+
+def test_a_torch_process_dying_under_the_fit_worker_is_named_as_such(tmp_path):
+    from conftest import REPO, tiny_config
+    from tand.config import parse_config
+    from tand.data import load_dataset, split
+    from tand.pipeline import build_pipeline
+    from tand.workers import FitWorker
+
+    cfg = parse_config(tiny_config(data_path=str(REPO / "data" / "data.csv")))
+    dataset = load_dataset(cfg.train)
+    parts = split(dataset, cfg.train.test_size, cfg.train.seed)
+    process = TorchProcess()
+    worker = None
+    try:
+        os.kill(process._process.pid, signal.SIGKILL)
+        process._process.join()
+        worker = FitWorker(build_pipeline(dataset.schema, cfg.train, progress=False), parts, dataset.schema, process)
+        with pytest.raises(TandError, match="^the PyTorch training process died"):
+            worker.evaluation()
+    finally:
+        if worker is not None:
+            worker.stop()
+        process.stop()
+
+
+def test_no_pytorch_is_one_clear_error(data, monkeypatch):
+    X, y = data
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as where it is not installed
+    with pytest.raises(ConfigError, match="'pytorch' needs PyTorch, which is not installed here"):
+        fit_network(X, y, 2, "cross_entropy", _params())

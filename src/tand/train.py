@@ -4,10 +4,10 @@ Everything that can be checked before the MLflow run starts is checked before it
 a bad config or dataset registers nothing and leaves no run behind. A failure inside
 the run marks it FAILED and registers nothing.
 
-The work is shared with two other processes (tand.workers): PyTorch is imported and the
-network trained in one, fitting, metrics and per-feature plots run in another, while this
-one imports MLflow, prepares the store, and logs. This module imports pandas and
-scikit-learn only after the PyTorch process has started, so those imports overlap.
+The work is shared with other processes (tand.workers): for the PyTorch MLP, one imports
+PyTorch and trains the network; fitting, metrics and plots run in another, while this one
+imports MLflow, prepares the store, and logs. This module imports pandas and scikit-learn
+only after the PyTorch process has started, so those imports overlap.
 """
 
 from __future__ import annotations

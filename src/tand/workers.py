@@ -30,11 +30,15 @@ class ProcessDied(TandError):
     pass
 
 
+class _PipeClosed(Exception):
+    """The process at the other end of a pipe exited without answering."""
+
+
 def _receive(connection, who: str):
     try:
         status, payload = connection.recv()
-    except EOFError:
-        raise ProcessDied(f"{who} died; out of memory?") from None
+    except (EOFError, ConnectionResetError):
+        raise _PipeClosed(who) from None
     if status == "error":
         raise payload
     if status == "crash":
@@ -47,14 +51,13 @@ def _reply(connection, work):
     anything else as its traceback) and return None."""
     try:
         result = work()
+        connection.send(("ok", result))  # inside the try: a result that cannot be pickled is a crash too
+        return result
     except TandError as exc:
         connection.send(("error", exc))
-        return None
     except BaseException:
         connection.send(("crash", traceback.format_exc()))
-        return None
-    connection.send(("ok", result))
-    return result
+    return None
 
 
 class TorchProcess:
@@ -77,8 +80,8 @@ class TorchProcess:
         try:
             import torch  # noqa: F401 - the point of this process: the import starts now
             import tqdm.auto  # noqa: F401
-        except ImportError:
-            pass  # reported by fit_network itself, as it would be inline
+        except Exception:  # noqa: BLE001 - fit_network imports it again and reports it, as it would inline
+            pass
         from tand.models.network import fit_network
 
         try:
@@ -95,12 +98,16 @@ class TorchProcess:
             raise ProcessDied("the PyTorch training process died before it was asked to train; out of memory?") from None
         if self.meanwhile is not None:
             self.meanwhile()
-        return _receive(self._connection, "the PyTorch training process")
+        try:
+            return _receive(self._connection, "the PyTorch training process")
+        except _PipeClosed:
+            raise ProcessDied("the PyTorch training process died while training; out of memory?") from None
 
     def stop(self) -> None:
         if self._process.is_alive():
             self._process.terminate()
         self._process.join()
+        self._connection.close()
 
 
 class FitWorker:
@@ -135,9 +142,9 @@ class FitWorker:
     def _receive(self):
         try:
             return _receive(self._reader, "the training process")
-        except ProcessDied:
+        except _PipeClosed:  # this worker itself (a ProcessDied it forwards names the PyTorch process)
             self._process.join()
-            raise TandError(f"the training process died (exit code {self._process.exitcode}); out of memory?") from None
+            raise ProcessDied(f"the training process died (exit code {self._process.exitcode}); out of memory?") from None
 
     def evaluation(self):
         """The fitted pipeline and its metrics (tand.fitting.Evaluation); inline, this is where it fits."""
@@ -161,6 +168,9 @@ class FitWorker:
         return plots
 
     def stop(self) -> None:
-        if self._process is not None and self._process.is_alive():
+        if self._process is None:
+            return
+        if self._process.is_alive():
             self._process.terminate()
-            self._process.join()
+        self._process.join()
+        self._reader.close()

@@ -92,3 +92,17 @@ def test_the_others_are_answered_even_if_the_first_request_is_cancelled(loaded):
         return answer
 
     assert asyncio.run(run()) == model.predictor.answers(rows[1:2])
+
+
+def test_a_failed_shared_call_answers_each_request_on_its_own(loaded):
+    model, rows = loaded
+
+    class Fragile(Served):
+        def answers(self, rows):
+            if len(rows) > 1:
+                raise MemoryError("the shared call failed")  # any failure, not only OutOfRange
+            return super().answers(rows)
+
+    served = Fragile(model.predictor)
+    answers = _gather(Coalescer(), [(served, rows[:1]), (served, rows[1:2])])
+    assert answers == [model.predictor.answers(rows[:1]), model.predictor.answers(rows[1:2])]

@@ -44,7 +44,7 @@ def _proba_in_fitted_order(answers, classes) -> np.ndarray:
 
 def test_the_mlp_is_served_by_numpy_alone_and_matches_the_pipeline_bitwise(served):
     loaded, pipeline, frame = served
-    assert loaded.predictor.inference == "numpy"
+    assert loaded.predictor.inference == "numpy" and loaded.predictor.batch_invariant
     records = frame.to_dict("records")
     compiled_X = loaded.predictor.snapshot_parts[0].transform(records)
     assert np.array_equal(compiled_X, pipeline[0].transform(frame))
@@ -132,6 +132,7 @@ def test_mixed_numeric_and_categorical_features_compile_and_match(tmp_path):
     test = pd.DataFrame(rows)
     predictor = build_predictor(pipeline, MIXED, rows[1])
     assert predictor.inference == "numpy-preprocessing+estimator"
+    assert not predictor.batch_invariant, "a BLAS product's last bits depend on the batch: never coalesced"
     assert np.array_equal(compile_preprocessor(pipeline[0]).transform(rows), pipeline[0].transform(test))
     answers = predictor.answers(MIXED.rows(rows))
     assert [a["prediction"] for a in answers] == pipeline.predict(test).tolist()

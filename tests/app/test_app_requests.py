@@ -136,6 +136,10 @@ def test_the_fast_validator_serves_schemas_it_can_say_and_leaves_the_rest_to_pyd
     assert fast_parser._fast is not None
     assert parser._fast is None, "float categories are not msgspec's to check"
     assert fast_parser.parse(json.dumps([FAST_ROW]).encode()) == ([tuple(FAST_ROW.values())], True)
+    # Integer categories beyond 64 bits (an id column declared categorical): pydantic alone, still served.
+    ids = FeatureSchema((Feature("id", "categorical", "integer", (0, 10**19)),), "classification", "kind")
+    wide = RequestParser(ids, max_rows=2)
+    assert wide._fast is None and wide.parse(b'{"id": 10000000000000000000}') == ([(10**19,)], False)
 
 
 def _outcome(parse, body: bytes):

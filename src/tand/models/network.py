@@ -1,8 +1,8 @@
 """Training the MLP's network with PyTorch: NumPy arrays in, NumPy weights and a history out.
 
-This is the only module that imports torch, and only inside `fit_network`. Its inputs and
-outputs are plain arrays and small dataclasses, so it can run in the estimator's process or in a
-process of its own that imported torch ahead of time (tand.workers.TorchProcess).
+It imports torch only inside `fit_network`. Its inputs and outputs are plain arrays and small
+dataclasses, so it can run in the estimator's process or in a process of its own that imported
+torch ahead of time (tand.workers.TorchProcess).
 """
 
 from __future__ import annotations
@@ -92,10 +92,10 @@ def _validation_metric(loss_name: str, outputs: np.ndarray, y: np.ndarray, y_std
     return {"val_rmse": float(np.sqrt(np.mean((outputs - y) ** 2)) * y_std)}
 
 
-# A tabular MLP's batches are small matrices: PyTorch's threads cost more than they give on them
-# (the default config fits in 0.21 s on one thread, 0.36 s on two here) and take a core that
-# `invoke train`'s other processes use meanwhile. CPU only; restored afterwards.
-TRAINING_THREADS = 1
+# Below this many values per layer output (batch rows × layer width), PyTorch's CPU threads cost more
+# than they give (ATen splits work only past 32,768 elements; the default config, 32 × 256, fits in
+# 0.21 s on one thread and 0.36 s on two here) and take a core `invoke train`'s other processes use.
+ONE_THREAD_BELOW = 32_768
 
 
 def fit_network(
@@ -104,10 +104,17 @@ def fit_network(
     """Train Linear → ReLU → Dropout ... → Linear on float32 `X` and encoded `y` (class indexes for
     "cross_entropy", standardised targets of shape (n, 1) for "mse"), with early stopping on a
     validation split; returns the best epoch's weights. `y_std` scales the regression metric back."""
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError(
+            "train.framework: 'pytorch' needs PyTorch, which is not installed here; "
+            "pip install -r requirements.txt (torch==2.13.0), or set framework to 'sklearn'"
+        ) from None
     threads = torch.get_num_threads()
-    torch.set_num_threads(TRAINING_THREADS)
+    widest = max([X.shape[1], *params.hidden_sizes, n_outputs])
+    if params.device == "cpu" and params.batch_size * widest <= ONE_THREAD_BELOW:
+        torch.set_num_threads(1)
     try:
         return _fit(torch, X, y, n_outputs, loss_name, params, y_std)
     finally:
