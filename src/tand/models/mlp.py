@@ -56,20 +56,8 @@ class _MLPBase(BaseEstimator):
 
     # -- PyTorch training (tand.models.network) ------------------------------------
     def _network_params(self) -> NetworkParams:
-        return NetworkParams(
-            hidden_sizes=tuple(self.hidden_sizes),
-            dropout=self.dropout,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            patience=self.patience,
-            validation_fraction=self.validation_fraction,
-            log_every=self.log_every,
-            device=self.device,
-            seed=self.seed,
-            progress=self.progress,
-        )
+        # The estimator's parameters are the network's, one for one.
+        return NetworkParams(**{**self.get_params(), "hidden_sizes": tuple(self.hidden_sizes)})
 
     def _fit_network(self, X, y_encoded, n_outputs: int, loss_name: str, network_runner=None, y_std: float = 1.0):
         """`network_runner`: a callable with fit_network's signature that trains elsewhere (a process that
