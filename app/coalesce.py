@@ -20,26 +20,24 @@ MAX_COALESCED_ROWS = 64
 
 class Coalescer:
     def __init__(self):
-        self._pending: list[list] = []  # [served, rows, future or None], in arrival order
+        self._pending: list[tuple[object, list[tuple], asyncio.Future]] = []  # (served, rows, answer), in arrival order
 
     async def answers(self, served, rows: list[tuple]) -> list[dict]:
         """`served.predictor.answers(rows)`, computed together with the other requests of this turn."""
-        entry = [served, rows, None]
-        self._pending.append(entry)
+        answer = asyncio.get_running_loop().create_future()
+        self._pending.append((served, rows, answer))
         if len(self._pending) > 1:  # the first request of this turn answers for all: wait for it
-            entry[2] = asyncio.get_running_loop().create_future()
-            return await entry[2]
+            return await answer
         # The first: yield once, so that the requests the loop read in this turn join, then answer all
         # (even if this request is cancelled meanwhile: the others wait for this flush).
-        mine = entry[2] = asyncio.get_running_loop().create_future()
         try:
             await asyncio.sleep(0)
         except BaseException:  # cancelled: nobody reads this answer, but the others still get theirs
-            mine.cancel()
+            answer.cancel()
             self._flush()
             raise
         self._flush()
-        return mine.result()
+        return answer.result()
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []

@@ -14,7 +14,6 @@ be stricter, never laxer (tests/app/test_app_requests.py fuzzes the two against 
 
 from __future__ import annotations
 
-from operator import itemgetter
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -109,8 +108,7 @@ class RequestParser:
         self.max_rows = max_rows
         self._one = TypeAdapter(self.row_type)
         self._many = TypeAdapter(Annotated[list[self.row_type], Field(min_length=1, max_length=max_rows)])
-        names = schema.names
-        self._values = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+        self._schema = schema
         self._fast = fast_decoder(schema)
 
     def parse(self, body: bytes) -> tuple[list[tuple], bool]:
@@ -136,7 +134,7 @@ class RequestParser:
             value = (self._many if batch else self._one).validate_json(body)
         except ValidationError as exc:
             raise RequestError(_errors(exc)) from None
-        return (list(map(self._values, value)), True) if batch else ([self._values(value)], False)
+        return (self._schema.rows(value), True) if batch else (self._schema.rows([value]), False)
 
     def row_json_schema(self) -> dict:
         schema = self._one.json_schema(ref_template="#/components/schemas/{model}")

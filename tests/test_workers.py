@@ -64,26 +64,33 @@ def test_a_torch_process_that_died_is_one_clear_error(data):
 
 def test_meanwhile_runs_between_sending_the_job_and_the_answer(data):
     X, y = data
+    # Inside `meanwhile` the answer must arrive (so the job was sent before) and still be unread.
     calls = []
-    process = TorchProcess(meanwhile=lambda: calls.append(process._process.is_alive()))
+    process = TorchProcess(meanwhile=lambda: calls.append(process._connection.poll(timeout=60)))
     try:
-        process(X, y, 2, "cross_entropy", _params())
+        fitted = process(X, y, 2, "cross_entropy", _params())
     finally:
         process.stop()
-    assert calls == [True]
+    assert calls == [True] and fitted.history
 
 
-def test_fitting_restores_the_callers_torch_threads(data):
+def test_small_batches_fit_on_one_thread_and_the_callers_threads_come_back(data, monkeypatch):
     import torch
 
     X, y = data
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    set_to = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (set_to.append(n), real(n)))
+    real(2)
     try:
-        fit_network(X, y, 2, "cross_entropy", _params(epochs=1))
-        assert torch.get_num_threads() == 2
+        fit_network(X, y, 2, "cross_entropy", _params(epochs=1))  # 32 rows × 16 wide: one thread
+        assert set_to == [1, 2] and torch.get_num_threads() == 2
+        set_to.clear()
+        fit_network(X, y, 2, "cross_entropy", _params(epochs=1, hidden_sizes=(256,), batch_size=256))
+        assert set_to == [2], "a large batch keeps PyTorch's threads"
     finally:
-        torch.set_num_threads(before)
+        real(before)
 
 
 def test_logged_requirements_are_the_installed_pins(trained_model):

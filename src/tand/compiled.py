@@ -19,19 +19,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
 
 import numpy as np
 
 from tand.models.forward import mlp_forward
-
-
-def _getter(positions: tuple):
-    """rows → each row's values at `positions`, as a tuple (itemgetter returns a bare value for one)."""
-    if len(positions) == 1:
-        key = positions[0]
-        return lambda row: (row[key],)
-    return itemgetter(*positions)
+from tand.schema import values_getter
 
 
 @dataclass(frozen=True)
@@ -58,13 +50,10 @@ class NumericBlock:
             largest = largest / self.scale
         return float(largest.max())
 
-    def transform(self, rows: list, positions: tuple) -> np.ndarray:
-        """The block's output for `rows` (dicts keyed by column, or tuples indexed by `positions`)."""
-        if positions == tuple(range(len(rows[0]) if rows else 0)):
-            X = np.array(rows, dtype=np.float64)  # tuples holding exactly this block's columns: already the matrix
-        else:
-            X = np.array(list(map(_getter(positions), rows)), dtype=np.float64)
-        X = X.reshape(len(rows), self.width)
+    def transform(self, rows: list, get) -> np.ndarray:
+        """The block's output for `rows`; `get(row)` is the tuple of this block's values in a row, or None
+        when each row is exactly that (the API's rows of an all-numeric schema: already the matrix)."""
+        X = np.array(rows if get is None else list(map(get, rows)), dtype=np.float64).reshape(len(rows), self.width)
         if self.fill is not None:
             missing = np.isnan(X)
             if missing.any():
@@ -101,11 +90,12 @@ class OneHotBlock:
     def max_abs(self, bound: float) -> float:
         return 1.0
 
-    def transform(self, rows: list, positions: tuple) -> np.ndarray:
+    def transform(self, rows: list, get) -> np.ndarray:
+        """As NumericBlock.transform: `get(row)` is the tuple of this block's values, None when a row is it."""
         out = np.zeros((len(rows), self.width), dtype=np.float64)
-        for position, index in zip(positions, self._indexes):
-            for i, row in enumerate(rows):
-                j = index.get(row[position])
+        for i, values in enumerate(rows if get is None else map(get, rows)):
+            for value, index in zip(values, self._indexes):
+                j = index.get(value)
                 if j is not None:
                     out[i, j] = 1.0
         return out
@@ -120,19 +110,22 @@ class CompiledPreprocessor:
 
     def transform(self, records: list[dict]) -> np.ndarray:
         """Rows given as dicts keyed by column name → the model's float matrix."""
-        return self._transform(records, [block.columns for block in self.blocks])
+        return self._transform(records, [values_getter(block.columns) for block in self.blocks])
 
     def bind(self, names) -> Callable[[list[tuple]], np.ndarray]:
         """The transform of rows given as tuples of values in the order of `names` (the API's validated
-        rows: no dict per row, and numeric columns in that order are already the matrix)."""
+        rows: no dict per row, and a block that takes every column in that order takes the rows as they are)."""
         position = {name: i for i, name in enumerate(names)}
-        positions = [tuple(position[c] for c in block.columns) for block in self.blocks]
-        return lambda rows: self._transform(rows, positions)
+        getters = []
+        for block in self.blocks:
+            where = tuple(position[c] for c in block.columns)
+            getters.append(None if where == tuple(range(len(names))) else values_getter(where))
+        return lambda rows: self._transform(rows, getters)
 
-    def _transform(self, rows: list, positions: list[tuple]) -> np.ndarray:
+    def _transform(self, rows: list, getters: list) -> np.ndarray:
         if len(self.blocks) == 1:
-            return self.blocks[0].transform(rows, positions[0])
-        return np.hstack([block.transform(rows, where) for block, where in zip(self.blocks, positions)])
+            return self.blocks[0].transform(rows, getters[0])
+        return np.hstack([block.transform(rows, get) for block, get in zip(self.blocks, getters)])
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,22 @@ alone says what a version expects.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from typing import Literal
 
 Kind = Literal["numeric", "categorical"]
 DType = Literal["number", "integer", "string", "boolean"]
+
+
+def values_getter(keys: Sequence) -> Callable[[object], tuple]:
+    """row → the tuple of its values at `keys` (names of a dict, positions of a tuple), even for one key
+    (itemgetter alone returns a bare value then)."""
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda row: (row[key],)
+    return itemgetter(*keys)
 
 
 @dataclass(frozen=True)
@@ -51,8 +62,7 @@ class FeatureSchema:
     def rows(self, records) -> list[tuple]:
         """Records (dicts keyed by feature name) as rows: tuples of their values in feature order, the
         form the API validates requests into and predicts from."""
-        names = self.names
-        return [tuple(record[name] for name in names) for record in records]
+        return list(map(values_getter(self.names), records))
 
     def same_inputs(self, other: FeatureSchema) -> bool:
         """True when a request valid for one is valid for the other, with the same answer shape."""

@@ -6,9 +6,9 @@
     FitWorker      fit the preprocessing → hand the network to TorchProcess → metrics → plots
 
 Importing PyTorch, MLflow, pandas and scikit-learn takes several times longer than fitting the
-default model (bench/train_bench.py): each process imports only what it uses, while the others work. Where fork is not the safe
-default, or TAND_INLINE_FIT=1 is set (to step through your preprocess hook in a debugger, or to
-profile), all of it runs inline in the main process.
+default model (bench/train_bench.py): each process imports only what it uses, while the others
+work. Where fork is not the safe default, or TAND_INLINE_FIT=1 is set (to step through your
+preprocess hook in a debugger, or to profile), all of it runs inline in the main process.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _receive(connection, who: str):
     try:
         status, payload = connection.recv()
     except (EOFError, ConnectionResetError):
-        raise _PipeClosed(who) from None
+        raise _PipeClosed from None
     if status == "error":
         raise payload
     if status == "crash":
@@ -134,8 +134,7 @@ class FitWorker:
         try:
             evaluation = _reply(writer, lambda: fitting.fit_and_evaluate(pipeline, parts, schema, network_runner))
             if evaluation is not None:
-                started = time.perf_counter()
-                _reply(writer, lambda: (fitting.render_plots(parts, evaluation.predictions, schema), time.perf_counter() - started))
+                _reply(writer, lambda: _timed_plots(parts, evaluation, schema))
         finally:
             writer.close()
 
@@ -157,12 +156,9 @@ class FitWorker:
 
     def plots(self) -> tuple[dict[str, bytes], float]:
         """(PNG bytes by file name, seconds spent rendering)."""
-        from tand import fitting
-
         if self._process is None:
-            started = time.perf_counter()
             _, parts, schema, _ = self._args
-            return fitting.render_plots(parts, self._evaluation.predictions, schema), time.perf_counter() - started
+            return _timed_plots(parts, self._evaluation, schema)
         plots = self._receive()
         self._process.join()
         return plots
@@ -174,3 +170,10 @@ class FitWorker:
             self._process.terminate()
         self._process.join()
         self._reader.close()
+
+
+def _timed_plots(parts, evaluation, schema) -> tuple[dict[str, bytes], float]:
+    from tand import fitting
+
+    started = time.perf_counter()
+    return fitting.render_plots(parts, evaluation.predictions, schema), time.perf_counter() - started

@@ -51,7 +51,7 @@ def test_requests_of_one_turn_share_one_call_and_get_their_own_rows_back(loaded)
     assert answers == [model.predictor.answers(r) for _, r in requests]
 
 
-def test_a_request_alone_is_answered_at_once(loaded):
+def test_a_request_alone_is_answered_by_itself(loaded):
     model, rows = loaded
     served = Served(model.predictor)
     assert _gather(Coalescer(), [(served, rows[:1])]) == [model.predictor.answers(rows[:1])]
@@ -106,3 +106,41 @@ def test_a_failed_shared_call_answers_each_request_on_its_own(loaded):
     served = Fragile(model.predictor)
     answers = _gather(Coalescer(), [(served, rows[:1]), (served, rows[1:2])])
     assert answers == [model.predictor.answers(rows[:1]), model.predictor.answers(rows[1:2])]
+
+
+class Counted:
+    """A served model's predictor, counting the calls it gets; `batch_invariant` as given."""
+
+    def __init__(self, predictor, batch_invariant: bool):
+        self.inner, self.batch_invariant, self.calls = predictor, batch_invariant, []
+
+    def answers(self, rows):
+        self.calls.append(len(rows))
+        return self.inner.answers(rows)
+
+
+@pytest.mark.parametrize("invariant, expected_calls", [(True, [8]), (False, [1] * 8)])
+def test_concurrent_posts_share_a_call_only_for_a_batch_invariant_model(trained_model, tmp_path, invariant, expected_calls):
+    import dataclasses
+
+    import httpx
+
+    from app.main import create_app
+    from app_support import auth, settings
+
+    app = create_app(settings(trained_model.project.tracking_uri, trained_model.model_name, tmp_path / "cache"))
+    store = app.state.store
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            counted = Counted(store.current.predictor, invariant)
+            store.current = dataclasses.replace(store.current, predictor=counted)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                posts = [client.post("/predict", json=trained_model.request, headers=auth()) for _ in range(8)]
+                answers = await asyncio.gather(*posts)
+            return counted.calls, answers
+
+    calls, answers = asyncio.run(run())
+    assert calls == expected_calls
+    assert all(a.status_code == 200 for a in answers) and len({a.content for a in answers}) == 1
