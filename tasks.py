@@ -6,11 +6,12 @@ Run invoke from the project root: relative paths (data, database.db, mlruns/) re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+ROOT = Path(__file__).resolve().parent
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # the library (src/tand), then the app and the task modules (cli/)
 
 from invoke import Collection  # noqa: E402
 
-from tand.tasks import serving, shipping, tracking, training  # noqa: E402
+from cli import serving, shipping, tracking, training  # noqa: E402
 
 ns = Collection()
 for module in (training, serving, tracking, shipping):

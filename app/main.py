@@ -14,9 +14,10 @@ import logging
 import sys
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
-from app.model_store import ModelStore, single_threaded_blas
+from app.store.serving import ModelStore, single_threaded_blas
 from app.openapi import install_openapi
 from app.routes import add_routes
 from app.settings import Settings, SettingsError
@@ -50,19 +51,13 @@ def _settings_from_env_or_exit() -> Settings:
         raise SystemExit(1) from None
 
 
-class PredictionAPI(FastAPI):
-    """FastAPI, except that POST /predict goes straight to its ASGI endpoint (app.predict_endpoint):
-    FastAPI's middleware and routing would cost more than the prediction itself."""
-
-    predict_endpoint = None
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST" and self.predict_endpoint:
-            return await self.predict_endpoint(scope, receive, send)
-        return await super().__call__(scope, receive, send)
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's default is a plain-text 500; every answer of this API is JSON. The traceback still
+    # reaches the server log (ServerErrorMiddleware re-raises after answering).
+    return JSONResponse({"detail": "internal server error; the server log has the details"}, status_code=500)
 
 
-def create_app(settings: Settings | None = None) -> PredictionAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or _settings_from_env_or_exit()
     _configure_logging()
     if settings.uses_example_token:
@@ -98,7 +93,14 @@ def create_app(settings: Settings | None = None) -> PredictionAPI:
             blas.restore_original_limits()
             gc.unfreeze()  # an app inside a longer-lived process (tests, notebooks) gives its heap back
 
-    app = PredictionAPI(title="Prediction API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, redoc_url=None)
+    app = FastAPI(
+        title="Prediction API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+        exception_handlers={Exception: _internal_error},
+    )
     app.state.store = store
     app.state.settings = settings
     add_routes(app, store, settings.api_token, settings.max_body_bytes)

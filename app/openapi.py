@@ -1,8 +1,8 @@
 """The OpenAPI document, completed with what FastAPI cannot know from the code.
 
-/predict's body is validated from raw bytes (faster than FastAPI's body parameter), and its
-shape comes from the model loaded at run time, so the request and response schemas (fields,
-types, categories, request_model.json as the example) are added here, as are the token schemes.
+/predict is an ASGI endpoint that validates its body from raw bytes (faster than a FastAPI route
+function), and its shape comes from the model loaded at run time, so its whole operation (fields,
+types, categories, the example, the error answers) is written here, as are the token schemes.
 """
 
 from __future__ import annotations
@@ -10,11 +10,15 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.auth import SECURITY, SECURITY_SCHEMES
-from app.model_store import ModelStore
-from app.schemas import response_json_schemas
+from pydantic.json_schema import models_json_schema
 
-PROTECTED = (("/predict", "post"), ("/update-model", "post"), ("/model", "get"))
+from app.auth import SECURITY, SECURITY_SCHEMES
+from app.routes import PREDICT_RESPONSES
+from app.store.serving import ModelStore
+from app.predict.parser import response_json_schemas
+
+PROTECTED = (("/update-model", "post"), ("/model", "get"))
+REF_TEMPLATE = "#/components/schemas/{model}"
 FEATURES_REF = "#/components/schemas/Features"
 
 
@@ -49,6 +53,25 @@ def _predict_body(store: ModelStore) -> tuple[dict, dict, dict]:
     return body, ok, components
 
 
+def _predict_operation(body: dict, ok: dict, components: dict) -> dict:
+    """/predict's operation: an ASGI endpoint, so FastAPI cannot describe it from a route function."""
+    _, definitions = models_json_schema(
+        [(model["model"], "validation") for model in PREDICT_RESPONSES.values()], ref_template=REF_TEMPLATE
+    )
+    components.setdefault("schemas", {}).update(definitions.get("$defs", {}))
+    responses = {"200": ok}
+    for status, about in PREDICT_RESPONSES.items():
+        schema = {"$ref": REF_TEMPLATE.format(model=about["model"].__name__)}
+        responses[str(status)] = {"description": about["description"], "content": {"application/json": {"schema": schema}}}
+    return {
+        "summary": "Predict one row (a JSON object) or a batch (a JSON array)",
+        "operationId": "predict",
+        "requestBody": body,
+        "responses": responses,
+        "security": SECURITY,
+    }
+
+
 def install_openapi(app: FastAPI, store: ModelStore) -> None:
     cache: dict = {}
 
@@ -64,9 +87,7 @@ def install_openapi(app: FastAPI, store: ModelStore) -> None:
             document["paths"][path][method]["security"] = SECURITY
         body, ok, schemas = _predict_body(store)
         components.setdefault("schemas", {}).update(schemas)
-        operation = document["paths"]["/predict"]["post"]
-        operation["requestBody"] = body
-        operation["responses"]["200"] = ok
+        document["paths"] = {"/predict": {"post": _predict_operation(body, ok, components)}, **document["paths"]}
         if served is not None:  # the document is stable once a model is loaded: reloads keep the same inputs
             cache[key] = document
         return document

@@ -1,14 +1,14 @@
-"""The endpoints. /predict, the hot path, is answered by app.predict_endpoint; it is declared here for /docs."""
+"""The endpoints. /predict, the hot path, is answered by app.predict.endpoint; it is declared here for /docs."""
 
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.auth import token_checker
-from app.model_store import ModelStore, SchemaMismatch
-from app.predict_endpoint import Delegate, PredictEndpoint, unavailable_detail
+from app.store.serving import ModelStore, SchemaMismatch
+from app.predict.endpoint import PredictEndpoint, unavailable_detail
 from tand.errors import RegistryError
 
 
@@ -70,10 +70,21 @@ UNAVAILABLE = {503: {"model": Detail, "description": "No model is loaded (yet): 
 UNAUTHORIZED = {401: {"model": Detail, "description": "Missing or wrong API token."}}
 
 
+PREDICT_RESPONSES = {
+    **UNAUTHORIZED,
+    413: {"model": Detail, "description": "Body over MAX_BODY_BYTES."},
+    422: {"model": ValidationDetail, "description": "Invalid body: each error names its field."},
+    **UNAVAILABLE,
+}
+
+
 def add_routes(app: FastAPI, store: ModelStore, api_token: str, max_body_bytes: int) -> None:
     """The endpoints, registered on the app itself (FastAPI 0.165 matches an included router's routes
-    through an extra layer)."""
+    through an extra layer). /predict first: the router tries routes in order."""
     authorized = [Depends(token_checker(api_token))]
+    # A plain Starlette route with an ASGI endpoint: inside the middleware stack, without a route
+    # function's request and response objects.
+    app.router.add_route("/predict", PredictEndpoint(store, api_token, max_body_bytes), methods=["POST"], include_in_schema=False)
 
     @app.get("/", response_model=Status, responses=UNAVAILABLE, summary="Health and the model being served")
     async def root():
@@ -92,26 +103,6 @@ def add_routes(app: FastAPI, store: ModelStore, api_token: str, max_body_bytes: 
         if served is None:
             return _unavailable(store)
         return {"status": "ready", "model_version": served.version}
-
-    endpoint = PredictEndpoint(store, api_token, max_body_bytes)
-
-    async def predict() -> Response:
-        # Documents /predict (OpenAPI, /docs); PredictionAPI answers it before the router is reached.
-        return Delegate(endpoint)
-
-    app.add_api_route(
-        "/predict",
-        predict,
-        methods=["POST"],
-        summary="Predict one row (a JSON object) or a batch (a JSON array)",
-        responses={
-            **UNAUTHORIZED,
-            413: {"model": Detail, "description": "Body over MAX_BODY_BYTES."},
-            422: {"model": ValidationDetail, "description": "Invalid body: each error names its field."},
-            **UNAVAILABLE,
-        },
-    )
-    app.predict_endpoint = endpoint
 
     @app.post(
         "/update-model",

@@ -10,10 +10,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tand.config import DEFAULT_TRACKING_URI, EXAMPLE_TOKEN
 from tand.errors import TandError
 
-EXAMPLE_TOKEN = "change-me-example-token"  # the value shipped in env_files/app.env
-DEFAULT_TRACKING_URI = "sqlite:///database.db"
 _ALIAS = re.compile(r"^[A-Za-z][\w-]*$")
 
 

@@ -13,7 +13,7 @@ import asyncio
 import os
 import sys
 
-from app.model_store import ModelStore
+from app.store.serving import ModelStore
 from app.settings import Settings
 from tand.errors import TandError
 

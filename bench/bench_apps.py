@@ -18,10 +18,10 @@ def bare_app():
 
 def dataframe_app():
     """This API forced onto the pipeline's DataFrame path: the before, for the compiled path's after."""
-    import app.loading as loading
-    import app.model_store as model_store
+    import app.store.loading as loading
+    import app.store.serving as model_store
     from app.main import create_app
-    from app.predictor import Predictor
+    from app.predict.predictor import Predictor
 
     # Through MLflow and the unpickled pipeline, never the compiled file training logged.
     model_store.read_compiled = lambda tracking_uri, name, target: None
@@ -31,7 +31,7 @@ def dataframe_app():
 
 def uncoalesced_app():
     """This API with every request predicted on its own (no dynamic batching): what app/coalesce.py buys."""
-    import app.predict_endpoint as endpoint
+    import app.predict.endpoint as endpoint
     from app.main import create_app
 
     endpoint.MAX_COALESCED_ROWS = 0

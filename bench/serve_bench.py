@@ -211,7 +211,7 @@ def main() -> None:
     speed_before = machine_speed()
     project = prepare_project(args)
     sys.path[:0] = [str(REPO), str(REPO / "src")]
-    from app.registry_lookup import lookup_alias
+    from tand.tracking.lookup import lookup_alias
 
     config = json.loads((project / "config.json").read_text())
     name = config["mlflow"]["model_name"]

@@ -2,8 +2,8 @@
 
 Not a test. Each case runs the real CLI in a fresh temporary project under /usr/bin/time -v
 (wall clock and peak memory), then once more on the now-warm store, then warm again with
-TAND_INLINE_FIT=1 (everything in the main process: the alternative the processes are measured
-against). The task prints its own phase timings (tand.workers draws the processes):
+--inline (everything in the main process: the alternative the processes are measured
+against). The task prints its own phase timings (tand.training.workers draws the processes):
 "data" is importing pandas and scikit-learn and reading the CSV (meanwhile, for PyTorch, a process
 imports torch); "store" is MLflow's import and store set-up (meanwhile a forked worker fits the
 preprocessing, the other process trains the network, and the worker computes the metrics:
@@ -39,9 +39,9 @@ TARGET_SECONDS, TARGET_MB = 8.0, 500
 def run_once(project: Path, config: str, inline: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TAND_"))}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    if inline:
-        env["TAND_INLINE_FIT"] = "1"  # the alternative: fit and evaluate in the main process, after MLflow
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "invoke", "--search-root", str(REPO), "train", "--config", config, "--quiet"]
+    if inline:
+        cmd.append("--inline")  # the alternative: fit and evaluate in the main process, after MLflow
     done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"invoke train failed:\n{done.stderr[-2000:]}")

@@ -122,7 +122,7 @@ def trained_model(tmp_path_factory) -> TrainedModel:
     """One tiny PyTorch classifier trained once per session into its own store (artifact paths absolute,
     so it loads from any working directory). Tests must not move its alias; copy its store first (tests/app/app_support.py: copy_store)."""
     from tand.config import parse_config
-    from tand.train import train
+    from tand.training.run import train
 
     proj = make_project(tmp_path_factory.mktemp("trained"))
     config = tiny_config(data_path=str(proj.path / "data" / "data.csv"))
@@ -138,3 +138,24 @@ def trained_model(tmp_path_factory) -> TrainedModel:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     return TrainedModel(proj, result.model_name, result.version, result.request_example, config)
+
+
+@dataclass
+class RegisteredPipeline:
+    version: int
+    pipeline: object
+    schema: object
+
+
+def load_registered(name: str, alias: str | None = None, version: int | None = None) -> RegisteredPipeline:
+    """A registered version's pickled pipeline and feature schema through MLflow's own API (the process's
+    tracking URI), to compare the template's answers with."""
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+
+    from tand.tracking.registry import read_schema
+
+    client = MlflowClient()
+    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}")
+    return RegisteredPipeline(int(mv.version), mlflow.sklearn.load_model(local), read_schema(local))

@@ -19,6 +19,10 @@ from tand.models.catalog import known_models
 
 DEFAULT_CONFIG_PATH = "config.json"
 SCHEMA_FILE = "config.schema.json"
+# The embedded store, relative to the project folder (env_files/*.env say the same).
+DEFAULT_TRACKING_URI = "sqlite:///database.db"
+# The API token the env files ship: accepted with a loud warning by the API, refused by deploy-eb.
+EXAMPLE_TOKEN = "change-me-example-token"
 
 
 class _Section(BaseModel):

@@ -100,7 +100,7 @@ def mixed_dataset(path: Path) -> Path:
 def train_version(store: Store, config: dict, workdir: Path) -> int:
     """Train one version in this process into `store`, as `invoke train` would; returns its number."""
     from tand.config import parse_config
-    from tand.train import train
+    from tand.training.run import train
 
     saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_DEFAULT_ARTIFACT_ROOT")}
     os.environ["MLFLOW_TRACKING_URI"] = store.uri

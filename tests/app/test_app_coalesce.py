@@ -7,9 +7,9 @@ import asyncio
 import pandas as pd
 import pytest
 
-from app.coalesce import Coalescer
-from app.loading import load_from_registry
-from app.predictor import OutOfRange
+from app.predict.coalesce import Coalescer
+from app.store.loading import load_from_registry
+from app.predict.predictor import OutOfRange
 from app_support import REPO
 
 

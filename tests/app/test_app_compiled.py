@@ -10,14 +10,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from app.loading import build_predictor, load_from_registry
-from app.predictor import OutOfRange, Predictor
-from app.registry_lookup import AliasTarget
-from app.snapshots import Snapshot, SnapshotCache
+from app.store.loading import build_predictor, load_from_registry
+from app.predict.predictor import OutOfRange, Predictor
+from tand.tracking.lookup import AliasTarget
+from app.store.snapshots import Snapshot, SnapshotCache
 from app_support import REPO
-from tand.compiled import NumpyMLP, compile_preprocessor, from_arrays, to_arrays
+from tand.compiled.model import NumpyMLP, compile_preprocessor, from_arrays, to_arrays
 from tand.models.mlp import MLPRegressor
-from tand.pipeline import build_preprocessor
+from tand.training.pipeline import build_preprocessor
 from tand.schema import Feature, FeatureSchema
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.schemas import MAX_ERRORS, RequestError, RequestParser
+from app.predict.parser import MAX_ERRORS, RequestError, RequestParser
 from tand.schema import Feature, FeatureSchema
 
 SCHEMA = FeatureSchema(

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from app.registry_lookup import AliasTarget, lookup_alias
+from tand.tracking.lookup import AliasTarget, lookup_alias
 from app.settings import EXAMPLE_TOKEN, Settings, SettingsError
 from app_support import REPO, copy_store
 from tand.errors import RegistryError
-from tand.tasks.serving import uvicorn_command
+from cli.serving import uvicorn_command
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from tand.models.forward import mlp_forward
-from tand.models.network import NetworkParams, fit_network
+from tand.models.network import NetworkParams, train_network
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -59,11 +59,10 @@ class _MLPBase(BaseEstimator):
         # The estimator's parameters are the network's, one for one.
         return NetworkParams(**{**self.get_params(), "hidden_sizes": tuple(self.hidden_sizes)})
 
-    def _fit_network(self, X, y_encoded, n_outputs: int, loss_name: str, network_runner=None, y_std: float = 1.0):
-        """`network_runner`: a callable with fit_network's signature that trains elsewhere (a process that
-        imported torch ahead of time, tand.workers.TorchProcess); by default it runs here."""
+    def _fit_network(self, X, y_encoded, n_outputs: int, loss_name: str, y_std: float = 1.0):
+        """Here, or in a process that imported torch ahead of time (tand.models.network.trained_by)."""
         X = np.asarray(X, dtype=np.float32)
-        fitted = (network_runner or fit_network)(X, y_encoded, n_outputs, loss_name, self._network_params(), y_std)
+        fitted = train_network(X, y_encoded, n_outputs, loss_name, self._network_params(), y_std)
         self.weights_, self.biases_, self.history_ = fitted.weights, fitted.biases, fitted.history
         self.n_epochs_ = len(self.history_)
         self.n_features_in_ = X.shape[1]
@@ -73,9 +72,9 @@ class _MLPBase(BaseEstimator):
 class MLPClassifier(ClassifierMixin, _MLPBase):
     """Softmax MLP; `classes_` holds the label names, sorted as scikit-learn sorts them."""
 
-    def fit(self, X, y, network_runner=None):
+    def fit(self, X, y):
         self.classes_, encoded = np.unique(np.asarray(y), return_inverse=True)
-        return self._fit_network(X, encoded.astype(np.int64), len(self.classes_), "cross_entropy", network_runner)
+        return self._fit_network(X, encoded.astype(np.int64), len(self.classes_), "cross_entropy")
 
     def predict_proba(self, X) -> np.ndarray:
         return _softmax(self._forward(X))
@@ -87,11 +86,11 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
 class MLPRegressor(RegressorMixin, _MLPBase):
     """MLP on a standardised target; predictions are in the target's own units."""
 
-    def fit(self, X, y, network_runner=None):
+    def fit(self, X, y):
         y = np.asarray(y, dtype=np.float64)
         self.y_mean_, self.y_std_ = float(y.mean()), float(y.std() or 1.0)
         scaled = ((y - self.y_mean_) / self.y_std_).astype(np.float32).reshape(-1, 1)
-        return self._fit_network(X, scaled, 1, "mse", network_runner, self.y_std_)
+        return self._fit_network(X, scaled, 1, "mse", self.y_std_)
 
     def predict(self, X) -> np.ndarray:
         return self._forward(X)[:, 0].astype(np.float64) * self.y_std_ + self.y_mean_

@@ -2,12 +2,17 @@
 
 It imports torch only inside `fit_network`. Its inputs and outputs are plain arrays and small
 dataclasses, so it can run in the estimator's process or in a process of its own that imported
-torch ahead of time (tand.workers.TorchProcess).
+torch ahead of time (tand.training.workers.TorchProcess): `trained_by(runner)` makes every MLP fitted
+inside it call `runner` instead of `fit_network`, with the same arguments and result. The estimator's
+`fit` signature stays scikit-learn's.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,6 +95,24 @@ def _validation_metric(loss_name: str, outputs: np.ndarray, y: np.ndarray, y_std
     if loss_name == "cross_entropy":
         return {"val_accuracy": float((outputs.argmax(axis=1) == y).mean())}
     return {"val_rmse": float(np.sqrt(np.mean((outputs - y) ** 2)) * y_std)}
+
+
+_runner: ContextVar[Callable | None] = ContextVar("network_runner", default=None)
+
+
+@contextmanager
+def trained_by(runner: Callable | None) -> Iterator[None]:
+    """Inside this block, MLP estimators train their network with `runner` (fit_network's signature)."""
+    token = _runner.set(runner)
+    try:
+        yield
+    finally:
+        _runner.reset(token)
+
+
+def train_network(*args) -> FittedNetwork:
+    """fit_network(*args), or the runner of the enclosing `trained_by` block."""
+    return (_runner.get() or fit_network)(*args)
 
 
 # Below this many values per layer output (batch rows × layer width), PyTorch's CPU threads cost more

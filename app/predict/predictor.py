@@ -1,0 +1,144 @@
+"""Validated rows → predictions, in one vectorised call, by the cheapest path that gives the same answer.
+
+Rows are tuples of feature values in the schema's order (what app.predict.parser.RequestParser returns;
+FeatureSchema.rows turns dicts into them).
+
+1. compiled preprocessing + the MLP's NumPy forward pass (the template's default model);
+2. compiled preprocessing + the fitted scikit-learn estimator called on the float matrix;
+3. the whole pipeline on a DataFrame, for a preprocessor this template did not build.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tand.compiled.model import CompiledPreprocessor, NumericBlock, NumpyMLP
+from app.predict.parser import MAX_MAGNITUDE
+from tand.schema import FeatureSchema
+
+
+class OutOfRange(Exception):
+    """Valid JSON numbers the model cannot compute with (1e308 overflows once scaled, or in float32).
+
+    `problems` lists (row index, feature name or None when the model's output is what overflowed).
+    """
+
+    def __init__(self, problems: list[tuple[int, str | None]]):
+        super().__init__(problems)
+        self.problems = problems
+
+
+class Predictor:
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        preprocessor: CompiledPreprocessor | None = None,
+        estimator=None,
+        pipeline=None,
+    ):
+        if preprocessor is None and pipeline is None:
+            raise ValueError("a Predictor needs a compiled preprocessor or the fitted pipeline")
+        self.schema = schema
+        self._preprocessor = preprocessor
+        self._transform = preprocessor.bind(schema.names) if preprocessor is not None else None
+        self._estimator = estimator if preprocessor is not None else None
+        self._pipeline = pipeline if preprocessor is None else None
+        self._classifier = schema.task == "classification"
+        model = self._estimator if self._estimator is not None else pipeline
+        self._proba = self._classifier and (isinstance(model, NumpyMLP) or hasattr(model, "predict_proba"))
+        self.class_names, self._order = self._class_layout(model)
+        # The MLP computes in float32, whose range is far smaller than float64's.
+        self._limit = float(np.finfo(np.float32 if isinstance(self._estimator, NumpyMLP) else np.float64).max)
+        # Requests are bounded (±MAX_MAGNITUDE): when no bounded input can overflow once scaled, skip the check.
+        self._check = preprocessor is None or not preprocessor.max_abs(MAX_MAGNITUDE) < self._limit
+
+    @property
+    def inference(self) -> str:
+        """Which path answers: reported by GET /model."""
+        if isinstance(self._estimator, NumpyMLP):
+            return "numpy"
+        return "numpy-preprocessing+estimator" if self._preprocessor is not None else "dataframe-pipeline"
+
+    @property
+    def batch_invariant(self) -> bool:
+        """A row's answer is the same whatever other rows come in the same call (tand.models.forward), so
+        requests may share a call (app/coalesce.py). Not so for BLAS products of other estimators."""
+        return isinstance(self._estimator, NumpyMLP)
+
+    @property
+    def has_probabilities(self) -> bool:
+        return self._proba
+
+    @property
+    def snapshot_parts(self) -> tuple[CompiledPreprocessor, NumpyMLP] | None:
+        """What a snapshot can hold: only a model that runs on NumPy alone."""
+        if isinstance(self._estimator, NumpyMLP):
+            return self._preprocessor, self._estimator
+        return None
+
+    def _class_layout(self, model) -> tuple[tuple[str, ...] | None, list[int] | None]:
+        if not self._classifier:
+            return None, None
+        fitted = [str(c) for c in (model.classes if isinstance(model, NumpyMLP) else model.classes_)]
+        configured = list(self.schema.classes or ())
+        if sorted(configured) != sorted(fitted):
+            return tuple(fitted), None
+        # Probabilities are answered in the configured label order, not scikit-learn's sorted one.
+        order = [fitted.index(name) for name in configured]
+        return tuple(configured), (None if order == list(range(len(order))) else order)
+
+    def _predict(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._transform is not None:
+            X, model = self._transform(rows), self._estimator
+        else:
+            import pandas as pd
+
+            X = pd.DataFrame(rows, columns=self.schema.names)
+            model = self._pipeline
+            if hasattr(model, "steps"):  # a Pipeline: run its transformers, check, then the estimator
+                X, model = model[:-1].transform(X), model[-1]
+        if self._check and isinstance(X, np.ndarray):
+            self._check_inputs(X)
+        if isinstance(model, NumpyMLP):
+            labels, proba = model.predict_with_proba(X) if self._classifier else (model.predict(X), None)
+        else:
+            # Both calls: for some estimators (SVC) predict is not the argmax of predict_proba.
+            labels, proba = model.predict(X), (model.predict_proba(X) if self._proba else None)
+        outputs = proba if proba is not None else (None if self._classifier else labels)
+        # One reduction on the hot path: a sum is finite only if every value is (the probe below says which).
+        if outputs is not None and not math.isfinite(outputs.sum()):
+            bad = np.flatnonzero(~np.isfinite(outputs).reshape(len(rows), -1).all(axis=1))
+            if len(bad):
+                raise OutOfRange([(int(i), None) for i in bad])
+        return labels, proba
+
+    def _check_inputs(self, X: np.ndarray) -> None:
+        limit = self._limit
+        if np.abs(X).max(initial=0.0) <= limit:
+            return
+        rows, columns = np.nonzero(~(np.abs(X) <= limit))
+        names = self._column_features()
+        raise OutOfRange([(int(r), names[c] if c < len(names) else None) for r, c in zip(rows, columns)])
+
+    def _column_features(self) -> list[str | None]:
+        """The feature behind each column of the model's input matrix (compiled path only)."""
+        names: list[str | None] = []
+        for block in self._preprocessor.blocks if self._preprocessor is not None else ():
+            names += list(block.columns) if isinstance(block, NumericBlock) else [None] * block.width
+        return names
+
+    def answers(self, rows: list[tuple]) -> list[dict]:
+        """One {"prediction", "probabilities"} object per row (regression: the number only)."""
+        labels, proba = self._predict(rows)
+        labels = labels.tolist()
+        if not self._classifier:
+            return [{"prediction": float(value)} for value in labels]
+        labels = [str(label) for label in labels]
+        if proba is None:
+            return [{"prediction": label} for label in labels]
+        if self._order is not None:
+            proba = proba[:, self._order]
+        names = self.class_names
+        return [{"prediction": label, "probabilities": dict(zip(names, p))} for label, p in zip(labels, proba.tolist())]

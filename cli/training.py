@@ -1,0 +1,106 @@
+"""Tasks for the training half: example data, the config schema, train, test."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from cli.common import REPO_ROOT, known_errors, load_env, python, quote
+
+
+@task(
+    help={
+        "config": "Path of the config file (default: config.json).",
+        "quiet": "No progress bar.",
+        "inline": "Everything in this one process (to step through your preprocess hook in a debugger, or to "
+        "profile); by default the fit runs in processes of its own beside MLflow's set-up (faster).",
+    }
+)
+def train(c, config="config.json", quiet=False, inline=False):
+    """Train the model config.json describes, log it to MLflow and register it (first version → production)."""
+    load_env("train.env")
+    from tand.config import load_config
+    from tand.training.run import train as run_training
+
+    with known_errors():
+        cfg = load_config(config)
+        result = run_training(cfg, progress=not quiet, processes=not inline)
+    headline = {k: round(v, 4) for k, v in result.metrics.items() if k.split("_", 1)[1] in HEADLINE}
+    print(f"registered {result.model_name} version {result.version} (run {result.run_id})")
+    print(f"test metrics: {json.dumps(headline)}")
+    if result.alias_set:
+        print(f"version {result.version} is now '{cfg.mlflow.alias}': it is what `invoke serve` loads")
+    else:
+        print(f"'{cfg.mlflow.alias}' stays where it was; promote this version with `invoke promote --version {result.version}`")
+    print("wrote request_model.json (an example /predict body)")
+    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
+    # The interpreter's last garbage collections at exit walk every object MLflow, pandas and
+    # scikit-learn created: about 1.5 s here (bench/train_bench.py). Frozen objects are skipped.
+    gc.freeze()
+
+
+HEADLINE = {"accuracy", "balanced_accuracy", "roc_auc", "average_precision", "log_loss", "mae", "rmse", "r2"}
+
+
+@task(
+    help={
+        "dataset": "breast_cancer (binary, the default example), wine (multiclass) or diabetes (regression).",
+        "data-path": "Where to write the CSV (default: data/data.csv for breast_cancer, else data/<dataset>.csv).",
+        "config": "Where to write the matching config (default: config.json for breast_cancer, else config.<dataset>.json).",
+    }
+)
+def sample_data(c, dataset="breast_cancer", data_path=None, config=None):
+    """Write an example dataset bundled with scikit-learn to data/, with a matching config."""
+    from tand.training.examples import DATASETS, export, write_config
+
+    if dataset not in DATASETS:
+        raise Exit(f"error: --dataset {dataset!r} is not known; choose one of: {', '.join(DATASETS)}", code=1)
+    default = dataset == "breast_cancer"
+    data_path = data_path or ("data/data.csv" if default else f"data/{dataset}.csv")
+    config = config or ("config.json" if default else f"config.{dataset}.json")
+    write_config(export(dataset, data_path), config)
+    print(f"wrote {data_path} and {config}; train with: invoke train --config {config}")
+
+
+@task
+def config_schema(c):
+    """Regenerate config.schema.json (editor completion for config.json) from the config model."""
+    from tand.config import SCHEMA_FILE, json_schema
+
+    path = REPO_ROOT / SCHEMA_FILE
+    path.write_text(json.dumps(json_schema(), indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+@task
+def store_schema(c):
+    """Regenerate src/tand/sqlite_schema.sql (a new embedded store without MLflow's migrations) after upgrading MLflow."""
+    import tempfile
+
+    from tand.tracking.embedded import SCHEMA_FILE, schema_from_mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        SCHEMA_FILE.write_text(schema_from_mlflow(Path(folder)), encoding="utf-8")
+    print(f"wrote {SCHEMA_FILE}")
+
+
+@task(
+    help={
+        "quick": "Skip the slow end-to-end cases (live servers, Docker, PostgreSQL).",
+        "k": "Only tests whose name matches this pytest -k expression.",
+        "path": "Test file or folder (default: tests/).",
+    }
+)
+def test(c, quick=False, k=None, path="tests"):
+    """Run the test suite (what CI runs); --quick for the inner loop."""
+    load_env()
+    args = [python(), "-m", "pytest", quote(str(Path(REPO_ROOT) / path) if not Path(path).is_absolute() else path)]
+    if quick:
+        args += ["-m", quote("not slow")]
+    if k:
+        args += ["-k", quote(k)]
+    c.run(" ".join(args), pty=False)

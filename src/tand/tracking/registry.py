@@ -1,0 +1,230 @@
+"""MLflow: experiments, logged models, the model registry and its aliases.
+
+The registry is the source of truth: "production" is an alias on a registered model,
+and every model version carries its feature schema in its MLmodel metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from tand.tracking import sql, stores
+from tand.errors import NOT_FOUND_CODES, RegistryError
+from tand.schema import FeatureSchema
+
+MODEL_ARTIFACT = "model"
+SCHEMA_METADATA_KEY = "feature_schema"
+# What loading a model needs; PyTorch is not among them (the MLP predicts with NumPy).
+RUNTIME_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy")
+
+
+# The part of a driver's or HTTP client's long message that says why (urllib3 buries it at the end).
+_CAUSE = re.compile(
+    r"Connection refused|Name or service not known|nodename nor servname|timed out|Temporary failure in name resolution"
+    r"|could not connect to server|database \S+ does not exist|password authentication failed|unable to open database file"
+    r"|HTTP \d{3}[^\n]*|status code \d{3}[^\n]*",
+    re.IGNORECASE,
+)
+
+
+def _unreachable(uri: str, exc: BaseException) -> RegistryError:
+    text = str(exc).strip()
+    cause = _CAUSE.search(text)
+    reason = cause.group(0) if cause else (text.splitlines()[0][:200] if text else type(exc).__name__)
+    return sql.unreachable(uri, reason)
+
+
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def check_reachable() -> None:
+    """Fail fast, with one line, when the tracking store cannot be queried.
+
+    One short attempt: MLflow retries a tracking server for minutes and a database for about
+    a minute and a half, logging every attempt. Right mid-run, wrong before a run starts."""
+    uri = tracking_uri()
+    try:
+        if uri.startswith(("http://", "https://")):
+            with _quick_http_requests():
+                MlflowClient().search_experiments(max_results=1)
+            return
+        if stores.is_database(uri):
+            stores.probe_database(uri)
+        MlflowClient().search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any driver or HTTP failure means the same thing here
+        raise _unreachable(uri, exc) from None
+
+
+@contextmanager
+def _quick_http_requests():
+    # MLflow reads these at every request; a value the user set wins.
+    quick = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    }
+    added = [key for key in quick if key not in os.environ]
+    os.environ.update({key: quick[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _relative_local_root() -> str | None:
+    root = os.environ.get("MLFLOW_DEFAULT_ARTIFACT_ROOT", "./mlruns/")
+    if "://" in root or Path(root).is_absolute():
+        return None
+    return root.strip().removeprefix("./").rstrip("/") or "mlruns"
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment's id, creating it (with a relocatable artifact location for SQLite) if needed."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise RegistryError(f"mlflow.experiment_name: experiment {name!r} is deleted; restore it or pick another name")
+        return experiment.experiment_id
+    uri = tracking_uri()
+    root = _relative_local_root()
+    if uri.startswith("sqlite:") and root:
+        experiment_id = _create_experiment(name, None)
+        sql.make_experiment_location_relative(uri, experiment_id, root)
+        return experiment_id
+    configured = os.environ.get("MLFLOW_DEFAULT_ARTIFACT_ROOT")
+    remote_server = uri.startswith(("http://", "https://"))
+    location = None if remote_server or not configured or root else f"{configured.rstrip('/')}/{name}"
+    return _create_experiment(name, location)
+
+
+def _create_experiment(name: str, location: str | None) -> str:
+    """Create the experiment, marked as a model-training one (the MLflow UI then opens its runs, not its
+    GenAI view). Another process creating it meanwhile is success: its id is returned."""
+    try:
+        return mlflow.create_experiment(name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"})
+    except MlflowException as exc:
+        existing = mlflow.get_experiment_by_name(name)
+        if existing is None or "already exists" not in str(exc).lower() and "unique" not in str(exc).lower():
+            raise
+        return existing.experiment_id
+
+
+def pip_requirements() -> list[str]:
+    return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES]
+
+
+@contextmanager
+def _requirements_checked_without_package_scan():
+    """log_model checks our pinned requirements against the installed packages. The first time in a
+    process, MLflow first maps every installed module to its distribution
+    (importlib.metadata.packages_distributions over the whole environment: 0.3 s here, over a second
+    on a slow disk), only to know which module's __version__ to read should a distribution have no
+    metadata. Ours all have it (pip_requirements reads their versions from it), so a map of just
+    them gives the same check without the scan. A private detail of MLflow: where it differs,
+    nothing is changed."""
+    try:
+        from mlflow.utils import requirements_utils
+    except ImportError:
+        yield
+        return
+    if getattr(requirements_utils, "_MODULES_TO_PACKAGES", False) is not None:  # scanned already, or another MLflow
+        yield
+        return
+    known = {"sklearn": ["scikit-learn"], **{name: [name] for name in RUNTIME_PACKAGES if name != "scikit-learn"}}
+    requirements_utils._MODULES_TO_PACKAGES = known
+    try:
+        yield
+    finally:
+        if requirements_utils._MODULES_TO_PACKAGES is known:  # later callers get MLflow's own full scan
+            requirements_utils._MODULES_TO_PACKAGES = None
+            requirements_utils._PACKAGES_TO_MODULES = None
+
+
+def log_model(pipeline, schema: FeatureSchema, input_example, signature):
+    """Log the pipeline to the active run; returns MLflow's ModelInfo (model_uri models:/m-..., model_id)."""
+    with _requirements_checked_without_package_scan():
+        return mlflow.sklearn.log_model(
+            pipeline,
+            name=MODEL_ARTIFACT,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements(),
+            metadata={SCHEMA_METADATA_KEY: schema.to_dict()},
+        )
+
+
+def log_compiled(model_id: str, pipeline, check: pd.DataFrame, meta: dict) -> bool:
+    """Log the pipeline compiled to NumPy (tand.compiled.model) beside the logged model, when it compiles and
+    answers as the pipeline does on `check`: the API then loads it without MLflow or scikit-learn."""
+    import numpy as np
+
+    from tand.compiled import model as compiled
+
+    preprocessor, mlp = compiled.compile_preprocessor(pipeline[0]), compiled.compile_estimator(pipeline[-1])
+    if preprocessor is None or mlp is None:
+        return False
+    check = check.dropna()
+    if check.empty:
+        return False
+    X = preprocessor.transform(check.to_dict("records"))
+    if mlp.classes is not None:
+        expected, actual = pipeline.predict_proba(check), mlp.predict_with_proba(X)[1]
+    else:
+        expected, actual = pipeline.predict(check), mlp.predict(X)
+    if not np.allclose(actual, expected, rtol=0, atol=1e-6):
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / compiled.MODEL_FILE
+        compiled.save(str(path), preprocessor, mlp, meta)
+        MlflowClient().log_model_artifact(model_id, str(path))
+    return True
+
+
+def register(model_uri: str, name: str) -> int:
+    version = mlflow.register_model(model_uri, name)
+    return int(version.version)
+
+
+def alias_version(name: str, alias: str) -> int | None:
+    try:
+        return int(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in NOT_FOUND_CODES:
+            return None
+        raise
+
+
+def ensure_alias(name: str, version: int, alias: str) -> bool:
+    """Give `version` the alias if no version holds it yet; later versions leave it alone."""
+    if alias_version(name, alias) is not None:
+        return False
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+    return True
+
+
+def read_schema(model_dir: str | Path) -> FeatureSchema:
+    from mlflow.models import Model
+
+    metadata = Model.load(str(model_dir)).metadata or {}
+    if SCHEMA_METADATA_KEY not in metadata:
+        raise RegistryError(f"model at {model_dir} has no feature schema; it was not trained by this template")
+    return FeatureSchema.from_dict(metadata[SCHEMA_METADATA_KEY])
+
+
+def write_json(path: str | Path, data) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

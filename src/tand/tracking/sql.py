@@ -1,0 +1,186 @@
+"""Every SQL statement this template runs against MLflow's own tables, in one place.
+
+MLflow's store has no API for these, or its API costs an MLflow import (seconds) where a query costs
+milliseconds:
+- reading which version an alias points to, and where a version's files are (the API's cold start
+  and every refresh: app/store);
+- storing an experiment's artifact location relative to the project, so database.db and mlruns/
+  can be copied together (MLflow resolves it against the working directory);
+- trimming a copy of the embedded store to the one served version (the Docker image's baked store);
+- moving an alias only if it still points where it did (compare-and-set, promotion).
+
+The tables and columns named here are MLflow's (3.x). tests/tracking/test_sql.py runs every statement
+against a store the installed MLflow created and compares the answers with MlflowClient's: a schema
+change in MLflow fails there first. Reads use the standard library's sqlite3 for the embedded store
+(read-only, no SQLAlchemy import) and SQLAlchemy for a database server (one bounded connection attempt).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+from pathlib import Path
+
+from tand.errors import RegistryError
+from tand.tracking.stores import redact, sqlite_path
+
+CONNECT_TIMEOUT = 5
+
+ALIAS_TARGET = (
+    "SELECT a.version, v.run_id, v.source, v.status FROM registered_model_aliases a JOIN model_versions v "
+    "ON v.name = a.name AND v.version = a.version AND v.workspace = a.workspace "
+    "WHERE a.name = :name AND a.alias = :alias"
+)
+VERSION_LOCATION = "SELECT storage_location FROM model_versions WHERE name = :name AND version = :version"
+RUN_ARTIFACTS = "SELECT artifact_uri FROM runs WHERE run_uuid = :run_id"
+RELATIVE_EXPERIMENT_LOCATION = "UPDATE experiments SET artifact_location = :location WHERE experiment_id = :id"
+# Columns that hold artifact locations; a baked store rewrites absolute ones under its folder as relative.
+LOCATION_COLUMNS = (
+    ("experiments", "artifact_location", "experiment_id"),
+    ("runs", "artifact_uri", "run_uuid"),
+    ("logged_models", "artifact_location", "model_id"),
+    ("model_versions", "storage_location", "rowid"),
+)
+OTHER_ALIASES = "DELETE FROM registered_model_aliases WHERE NOT (name = :name AND alias = :alias)"
+# Compare-and-set: the alias moves only if it still points at the version read before (or nowhere, when
+# it pointed nowhere). MLflow's own set_registered_model_alias is an unconditional upsert.
+ALIAS_VERSION = "SELECT version FROM registered_model_aliases WHERE name = :name AND alias = :alias"
+MOVE_ALIAS = "UPDATE registered_model_aliases SET version = :new WHERE name = :name AND alias = :alias AND version = :old"
+ADD_ALIAS = (
+    "INSERT INTO registered_model_aliases (workspace, name, alias, version) "
+    "SELECT workspace, name, :alias, :new FROM registered_models WHERE name = :name"
+)
+STALE_RUNS = "SELECT run_uuid, start_time FROM runs WHERE status = 'RUNNING' AND experiment_id = :experiment_id"
+
+_engines: dict = {}
+
+
+class UnknownSchema(Exception):
+    """The store's tables are not the ones these statements know (an older or newer MLflow): ask MLflow."""
+
+
+def unreachable(uri: str, reason: str) -> RegistryError:
+    return RegistryError(f"MLflow tracking store {redact(uri)} is unreachable ({reason[:200]}); check MLFLOW_TRACKING_URI")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def queried_directly(uri: str) -> bool:
+    """A store these statements can run on: the embedded SQLite file, PostgreSQL, MySQL."""
+    return sqlite_path(uri) is not None or uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql")
+
+
+def engine(uri: str):
+    """One cached SQLAlchemy engine per database URI, with a bounded connection attempt and no pool."""
+    import sqlalchemy
+
+    from tand.tracking.stores import backend_uri, scheme
+
+    if uri not in _engines:
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT} if scheme(uri) in ("postgresql", "mysql") else {}
+        _engines[uri] = sqlalchemy.create_engine(backend_uri(uri), poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
+    return _engines[uri]
+
+
+def query_rows(uri: str, query: str, params: dict) -> list[tuple]:
+    """Rows of `query` (named :params) on a store that is queried_directly. RegistryError when the store
+    cannot be reached; UnknownSchema when its tables are not MLflow 3's."""
+    path = sqlite_path(uri)
+    if path is not None:
+        return _sqlite_rows(uri, path, query, params)
+    import sqlalchemy
+
+    try:
+        with engine(uri).connect() as connection:
+            return [tuple(row) for row in connection.execute(sqlalchemy.text(query), params)]
+    except sqlalchemy.exc.ProgrammingError:
+        raise UnknownSchema from None
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise unreachable(uri, _first_line(exc)) from None
+
+
+def _sqlite_rows(uri: str, path: Path, query: str, params: dict) -> list[tuple]:
+    if not path.is_file():
+        raise unreachable(uri, f"no database file at {path.absolute()}")
+    try:
+        connection = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise unreachable(uri, str(exc)) from None
+    try:
+        return connection.execute(query, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such" in str(exc):
+            raise UnknownSchema from None
+        raise unreachable(uri, str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise unreachable(uri, str(exc)) from None
+    finally:
+        connection.close()
+
+
+def make_experiment_location_relative(uri: str, experiment_id: str, root: str) -> None:
+    """Store `root/<id>` as the experiment's artifact location (MLflow stores it absolute)."""
+    import sqlalchemy
+
+    with engine(uri).begin() as connection:
+        connection.execute(sqlalchemy.text(RELATIVE_EXPERIMENT_LOCATION), {"location": f"{root}/{experiment_id}", "id": int(experiment_id)})
+
+
+def move_alias(uri: str, name: str, alias: str, old: int | None, new: int) -> bool:
+    """Point `alias` at `new` only if it still points at `old` (None: nowhere), in one transaction.
+    False when another writer moved it meanwhile."""
+    import sqlalchemy
+
+    with engine(uri).begin() as connection:
+        if old is None:
+            try:
+                done = connection.execute(sqlalchemy.text(ADD_ALIAS), {"name": name, "alias": alias, "new": new}).rowcount
+            except sqlalchemy.exc.IntegrityError:  # another writer created it first
+                return False
+        else:
+            done = connection.execute(sqlalchemy.text(MOVE_ALIAS), {"name": name, "alias": alias, "old": old, "new": new}).rowcount
+    return done == 1
+
+
+def alias_versions(uri: str, name: str, aliases: tuple[str, ...]) -> dict[str, int]:
+    """{alias: version} for those of `aliases` that exist."""
+    found = {}
+    for alias in aliases:
+        rows = query_rows(uri, ALIAS_VERSION, {"name": name, "alias": alias})
+        if rows:
+            found[alias] = int(rows[0][0])
+    return found
+
+
+# -- the baked store: a private sqlite3 copy, trimmed in place ---------------------------------------
+
+
+def baked_alias_target(connection: sqlite3.Connection, name: str, alias: str) -> tuple[int, str, str] | None:
+    """(version, run id, storage location) the alias points to in a store copy; None without the alias."""
+    row = connection.execute(
+        ALIAS_TARGET.replace("a.version, v.run_id, v.source, v.status", "v.version, v.run_id, v.storage_location"),
+        {"name": name, "alias": alias},
+    ).fetchone()
+    return (int(row[0]), row[1] or "", row[2] or "") if row else None
+
+
+def run_artifact_uri(connection: sqlite3.Connection, run_id: str) -> str:
+    row = connection.execute(RUN_ARTIFACTS, {"run_id": run_id}).fetchone()
+    return (row[0] or "") if row else ""
+
+
+def relocate(connection: sqlite3.Connection, relative_to) -> None:
+    """Rewrite every location for which `relative_to(location)` gives a relative path."""
+    for table, column, key in LOCATION_COLUMNS:
+        rows = connection.execute(f"SELECT {key}, {column} FROM {table}").fetchall()  # noqa: S608 - fixed names
+        for row_key, location in rows:
+            relative = relative_to(location or "")
+            if relative is not None:
+                connection.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (relative, row_key))  # noqa: S608
+
+
+def keep_only_alias(connection: sqlite3.Connection, name: str, alias: str) -> None:
+    connection.execute(OTHER_ALIASES, {"name": name, "alias": alias})

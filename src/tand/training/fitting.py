@@ -1,0 +1,73 @@
+"""Fit a pipeline on the training split, measure it on both splits, render its plots.
+
+Plain functions on plain data; tand.training.workers runs them in a process of their own. scikit-learn's
+metrics and matplotlib are imported when first used, not when this module is.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+from tand.errors import ConfigError
+
+
+@dataclass
+class Evaluation:
+    """What fitting sends back first: the fitted pipeline and its metrics (plots follow)."""
+
+    pipeline: object
+    metrics: dict[str, float]
+    history: list[dict]
+    seconds: dict[str, float]
+    predictions: object = None  # the test split's (tand.training.evaluate.Predictions), for the plots
+
+
+def prepare_imports() -> None:
+    """What evaluating and plotting import (scikit-learn's metrics, matplotlib): done ahead, while waiting."""
+    from tand.training import evaluate, plots  # noqa: F401
+
+
+def _fit(pipeline, parts, network_runner=None) -> None:
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from tand.models.network import trained_by
+
+    try:
+        # The MLP can train its network elsewhere (a tand.training.workers.TorchProcess); None: here.
+        with trained_by(network_runner):
+            pipeline.fit(parts.X_train, parts.y_train)
+    except InvalidParameterError as exc:
+        raise ConfigError(f"train.model_args: {exc}") from None
+
+
+def fit_and_evaluate(pipeline, parts, schema, network_runner=None) -> Evaluation:
+    """Fit on the training split; metrics on both splits (plots: render_plots, on the test split)."""
+    start = time.perf_counter()
+    _fit(pipeline, parts, network_runner)
+    fitted = time.perf_counter()
+    from tand.training.evaluate import compute_metrics, predict
+
+    test = predict(pipeline, parts.X_test, parts.y_test, schema)
+    metrics = {f"test_{k}": v for k, v in compute_metrics(test).items()}
+    train_pred = predict(pipeline, parts.X_train, parts.y_train, schema)
+    metrics.update({f"train_{k}": v for k, v in compute_metrics(train_pred).items()})
+    seconds = {"fit": fitted - start, "metrics": time.perf_counter() - fitted}
+    return Evaluation(pipeline, metrics, list(getattr(pipeline[-1], "history_", [])), seconds, test)
+
+
+def render_plots(parts, predictions, schema) -> dict[str, bytes]:
+    """The test split's plots as PNG bytes keyed by file name."""
+    from tand.training import plots
+
+    figures = plots.evaluation_figures(parts.X_test, predictions, schema)
+    try:
+        rendered = {}
+        for name, figure in figures.items():
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png")
+            rendered[name] = buffer.getvalue()
+        return rendered
+    finally:
+        plots.close(figures)

@@ -1,0 +1,194 @@
+"""Training orchestration: config → data → pipeline → fit → evaluate → MLflow run → registry.
+
+Everything that can be checked before the MLflow run starts is checked before it:
+a bad config or dataset registers nothing and leaves no run behind. A failure inside
+the run marks it FAILED and registers nothing.
+
+With `processes=True` (`invoke train`) the work is shared with other processes
+(tand.training.workers): for the PyTorch MLP, one imports PyTorch and trains the network; fitting,
+metrics and plots run in another, while this one imports MLflow, prepares the store, and logs. This
+module imports pandas and scikit-learn only after the PyTorch process has started, so those imports
+overlap. By default (a notebook, a debugger) all of it runs in the caller's process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tand.config import Config
+
+if TYPE_CHECKING:
+    from tand.training.data import Dataset, Split
+    from tand.training.fitting import Evaluation
+
+REQUEST_EXAMPLE_FILE = "request_model.json"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_name: str
+    version: int
+    alias_set: bool
+    metrics: dict[str, float]
+    request_example: dict
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _flatten(prefix: str, data: dict) -> dict[str, str]:
+    flat = {}
+    for key, value in data.items():
+        if key == "help" or value is None:
+            continue
+        name = f"{prefix}.{key}"
+        flat.update(_flatten(name, value) if isinstance(value, dict) else {name: str(value)[:6000]})
+    return flat
+
+
+def _params(cfg: Config, dataset: Dataset, parts: Split) -> dict[str, str]:
+    params = _flatten("train", cfg.train.model_dump(exclude={"help"}))
+    params.update(_flatten("mlflow", cfg.mlflow.model_dump(exclude={"help"})))
+    schema = dataset.schema
+    params.update(
+        {
+            "data.rows": str(len(dataset.X)),
+            "data.features": str(dataset.X.shape[1]),
+            "data.train_rows": str(len(parts.X_train)),
+            "data.test_rows": str(len(parts.X_test)),
+            "features.numeric": ",".join(schema.numeric)[:6000] or "-",
+            "features.categorical": ",".join(schema.categorical)[:6000] or "-",
+        }
+    )
+    return params
+
+
+def _log_evaluation(run_id: str, evaluation: Evaluation) -> None:
+    """Per-epoch curves and final metrics in one batch (one transaction, not one per epoch)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"epoch_{key}", float(value), now, int(record["epoch"]))
+        for record in evaluation.history
+        for key, value in record.items()
+        if key != "epoch"
+    ]
+    metrics += [Metric(key, float(value), now, 0) for key, value in evaluation.metrics.items()]
+    MlflowClient().log_batch(run_id, metrics=metrics)
+
+
+def _log_plots(plots: dict[str, bytes]) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name, png in plots.items():
+            (Path(folder) / name).write_bytes(png)
+        mlflow.log_artifacts(folder, "plots")
+
+
+def _compiled_meta(dataset: Dataset, evaluation: Evaluation, request: dict) -> dict:
+    """What the API shows beside a compiled model: the run's final metrics and /docs' example."""
+    metrics = {f"epoch_{k}": v for k, v in (evaluation.history[-1] if evaluation.history else {}).items() if k != "epoch"}
+    metrics.update(evaluation.metrics)
+    return {"schema": dataset.schema.to_dict(), "metrics": metrics, "example": request}
+
+
+def _signature(pipeline, X):
+    from mlflow.models import infer_signature
+
+    sample = X.head(20)
+    return infer_signature(sample, pipeline.predict(sample))
+
+
+def _start_torch_process(cfg: Config):
+    """The process that imports PyTorch now and trains the network later, when the model is the MLP."""
+    from tand.training import fitting, workers
+
+    if cfg.train.framework != "pytorch":
+        return None
+    return workers.TorchProcess(meanwhile=fitting.prepare_imports)
+
+
+class _Laps:
+    """Seconds per phase, in the order they ran (`invoke train` prints them; bench/train_bench.py reads them)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._clock = now - self._clock, now
+
+
+def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True, processes: bool = False) -> TrainResult:
+    """Train, evaluate, log and register one model as `cfg` describes. `processes=True` (what `invoke train`
+    does, on Linux) shares the work between processes (tand.training.workers); by default everything
+    runs here, in the caller's process."""
+    laps = _Laps()
+    from tand.training import workers
+
+    processes = processes and workers.available()
+    torch_process = _start_torch_process(cfg) if processes else None
+    worker = None
+    try:
+        from tand.training.data import example_request, load_dataset, split
+        from tand.training.pipeline import build_pipeline
+
+        dataset = load_dataset(cfg.train)
+        parts = split(dataset, cfg.train.test_size, cfg.train.seed)
+        pipeline = build_pipeline(dataset.schema, cfg.train, progress=progress)
+        request = example_request(dataset)
+        laps.lap("data")
+        worker = workers.FitWorker(pipeline, parts, dataset.schema, torch_process, fork=processes)
+        run_id, model_uri, evaluation = _tracked_run(cfg, dataset, parts, request, worker, laps)
+    finally:
+        if worker is not None:
+            worker.stop()
+        if torch_process is not None:
+            torch_process.stop()
+    from tand.tracking import registry
+
+    version = registry.register(model_uri, cfg.mlflow.model_name)
+    alias_set = registry.ensure_alias(cfg.mlflow.model_name, version, cfg.mlflow.alias)
+    registry.write_json(Path(project_dir) / REQUEST_EXAMPLE_FILE, request)
+    laps.lap("register")
+    return TrainResult(run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds)
+
+
+def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, worker, laps: _Laps):
+    """The MLflow run: set up the store while the worker fits, then log what it sends.
+    Returns (run id, logged model URI, evaluation)."""
+    import mlflow
+    import pandas as pd
+
+    from tand.tracking import embedded, registry
+
+    embedded.create_if_missing(registry.tracking_uri())
+    registry.check_reachable()
+    experiment_id = registry.ensure_experiment(cfg.mlflow.experiment_name)
+    laps.lap("store")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params(_params(cfg, dataset, parts))
+        mlflow.log_dict(cfg.model_dump(by_alias=True, exclude_none=True), "config.json")
+        evaluation = worker.evaluation()
+        laps.lap("fit_wait")
+        laps.seconds.update({f"worker_{k}": v for k, v in evaluation.seconds.items()})
+        _log_evaluation(run.info.run_id, evaluation)
+        mlflow.log_dict(dataset.schema.to_dict(), "feature_schema.json")
+        mlflow.log_dict(request, REQUEST_EXAMPLE_FILE)
+        laps.lap("log_metrics")
+        # Meanwhile the worker renders the plots.
+        pipeline = evaluation.pipeline
+        model = registry.log_model(pipeline, dataset.schema, pd.DataFrame([request]), _signature(pipeline, parts.X_train))
+        registry.log_compiled(model.model_id, pipeline, parts.X_test, _compiled_meta(dataset, evaluation, request))
+        laps.lap("log_model")
+        plots, laps.seconds["worker_plots"] = worker.plots()
+        _log_plots(plots)
+        laps.lap("plots_wait")
+    return run.info.run_id, model.model_uri, evaluation
