@@ -35,6 +35,7 @@ from pathlib import Path
 from machine import machine_speed  # bench/machine.py: run as a script, bench/ is on the path
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "breast_cancer.csv"  # the template's example, whatever data/ holds
 TOKEN = "bench-token"
 UVICORN = ["--host", "127.0.0.1", "--workers", "1", "--no-access-log", "--log-level", "warning"]
 
@@ -154,10 +155,10 @@ def prepare_project(args) -> Path:
         return Path(args.project).resolve()
     project = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     (project / "data").mkdir()
-    shutil.copy(REPO / "data" / "data.csv", project / "data" / "data.csv")
+    shutil.copy(EXAMPLE, project / "data" / "data.csv")
     config = json.loads((REPO / "config.json").read_text())
     config.pop("$schema", None)
-    config["train"]["epochs"] = 5
+    config["train"].update(epochs=5, data_path="data/data.csv")
     (project / "config.json").write_text(json.dumps(config))
     print(f"training the default model (5 epochs) into {project} ...", flush=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///database.db", "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -169,7 +170,7 @@ def prepare_project(args) -> Path:
 def batch_rows(n: int, names: list[str]) -> list[dict]:
     import csv
 
-    with open(REPO / "data" / "data.csv", newline="") as file:
+    with open(EXAMPLE, newline="") as file:
         rows = [{k: float(row[k]) for k in names} for row in csv.DictReader(file)]
     return [rows[i % len(rows)] for i in range(n)]
 

@@ -72,7 +72,7 @@ def main() -> None:
         for attempt in range(args.repeat):
             with tempfile.TemporaryDirectory() as tmp:
                 project = Path(tmp)
-                shutil.copytree(REPO / "data", project / "data")
+                shutil.copytree(REPO / "examples", project / "examples")  # the example config's data_path
                 (project / "config.json").write_text(json.dumps({**base, "train": train}))
                 rows.append((f"{label}, fresh store", run_once(project, "config.json")))
                 if attempt == 0:

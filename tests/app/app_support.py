@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import stop_process_group
+from conftest import EXAMPLE_CONFIG, example_frame, stop_process_group
 
 from app.settings import Settings
 
@@ -89,7 +89,7 @@ def auth(token: str = TOKEN) -> dict:
 
 def mixed_dataset(path: Path) -> Path:
     """The example data plus a string and an integer categorical column: a model with other inputs."""
-    frame = pd.read_csv(REPO / "data" / "data.csv")
+    frame = example_frame()
     rng = np.random.default_rng(0)
     frame.insert(0, "clinic", rng.choice(["north", "south", "east"], len(frame)))
     frame.insert(1, "grade", rng.integers(1, 4, len(frame)))
@@ -190,7 +190,7 @@ def start_server(cwd: Path, env: dict, command: list[str] | None = None, port: i
 
 
 def write_config(path: Path, model_name: str, **app) -> Path:
-    config = json.loads((REPO / "config.json").read_text())
+    config = json.loads(json.dumps(EXAMPLE_CONFIG))
     config["mlflow"]["model_name"] = model_name
     config.pop("$schema", None)
     config["app"].update(app)

@@ -6,6 +6,7 @@ import asyncio
 
 import pandas as pd
 import pytest
+from conftest import example_frame
 
 from app.predict.coalesce import Coalescer
 from app.store.loading import load_from_registry
@@ -31,7 +32,7 @@ class Served:
 @pytest.fixture(scope="module")
 def loaded(trained_model):
     model = load_from_registry(trained_model.project.tracking_uri, trained_model.model_name, trained_model.version)
-    rows = model.schema.rows(pd.read_csv(REPO / "data" / "data.csv")[model.schema.names].head(40).to_dict("records"))
+    rows = model.schema.rows(example_frame()[model.schema.names].head(40).to_dict("records"))
     return model, rows
 
 

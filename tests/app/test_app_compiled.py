@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import example_frame
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -34,7 +35,7 @@ def _pipeline_of(trained_model):
 @pytest.fixture(scope="module")
 def served(trained_model):
     loaded = load_from_registry(trained_model.project.tracking_uri, trained_model.model_name, trained_model.version)
-    frame = pd.read_csv(REPO / "data" / "data.csv")[loaded.schema.names]
+    frame = example_frame()[loaded.schema.names]
     return loaded, _pipeline_of(trained_model), frame
 
 

@@ -14,7 +14,7 @@ import pytest
 from app.settings import EXAMPLE_TOKEN
 from app_support import model_cache  # noqa: F401 - a fixture
 from app_support import REPO, copy_store, free_port, server_env, start_server, train_version, wait_until, write_config
-from conftest import tiny_config
+from conftest import example_csv, tiny_config
 
 pytestmark = pytest.mark.slow
 HEADERS = {"TOKEN": EXAMPLE_TOKEN}
@@ -110,7 +110,7 @@ def test_a_new_version_swaps_in_under_load_without_a_failed_request(trained_mode
         for thread in clients:
             thread.start()
         wait_until(lambda: len(results) >= 20, 60, "the first answers")
-        data = str(REPO / "data" / "data.csv")
+        data = str(example_csv())
         new = train_version(store, tiny_config(data_path=data, seed=7), tmp_path / "work")  # trained while clients post
         store.set_alias(name, "production", new)
         update = httpx.post(f"{server.url}/update-model", headers={"TOKEN": "test-token-3f9a"}, timeout=120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import EXAMPLE_CONFIG
 
 from tand.tracking.lookup import AliasTarget, lookup_alias
 from app.settings import EXAMPLE_TOKEN, Settings, SettingsError
@@ -15,7 +16,7 @@ from cli.serving import uvicorn_command
 
 @pytest.fixture
 def config_file(tmp_path):
-    config = json.loads((REPO / "config.json").read_text())
+    config = json.loads(json.dumps(EXAMPLE_CONFIG))
     config["mlflow"]["model_name"] = "from-config"
     config["app"].update(refresh_interval=5, max_batch_rows=7)
     path = tmp_path / "config.json"

@@ -9,7 +9,7 @@ from invoke import Program
 from mlflow import MlflowClient
 
 import tasks
-from conftest import INVOKE, REPO, shared_dataset, tiny_config
+from conftest import INVOKE, REPO, example_frame, shared_dataset, tiny_config
 from test_config import TAND_PYTORCH, tand_sklearn
 
 MODEL = tiny_config()["mlflow"]["model_name"]
@@ -34,7 +34,7 @@ def write_csv(project, frame, name="bad.csv"):
 
 def bad_configs(project):
     """(name, config dict or raw text, expected message) for every bad-input case of the issue."""
-    data = pd.read_csv(REPO / "data" / "data.csv")
+    data = example_frame()
     cases = []
     config = tiny_config()
     config["train"]["modle"] = "knn"

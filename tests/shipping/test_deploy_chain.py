@@ -160,6 +160,27 @@ def test_init_git_never_commits_a_secret(setup):
     assert "notes.txt" not in git(project, "ls-files")
 
 
+def test_init_git_never_commits_data_files(setup):
+    """Even with no .gitignore rule for them: data/ and data files elsewhere stay out of the commit."""
+    project, eb, environ = setup
+    commit_all(project)
+    (project / "data").mkdir(exist_ok=True)
+    (project / "data" / "customers.csv").write_text("id,churn\n1,Yes\n")
+    (project / "export.parquet").write_bytes(b"PAR1")
+    (project / "app" / "extra.py").write_text("X = 1\n")
+    plan = _plan(project, environ, init_git=True)
+    results = {f"{PY} -m pytest -q -m 'not slow' tests": Result()}
+    for command in _expected_eb(eb, f"init demo --platform {PLATFORM}", "list", "deploy demo-api",
+                                f"setenv API_TOKEN={TOKEN} -e demo-api", "status demo-api"):
+        results[command] = Result()
+    results[_expected_eb(eb, "list")[0]] = Result("* demo-api\n")
+    c = ChainContext(project, results)
+    run_chain(c, plan)
+    assert c.commands[1] == "git reset -q -- data/customers.csv export.parquet"
+    committed = git(project, "ls-files")
+    assert "app/extra.py" in committed and "customers.csv" not in committed and "export.parquet" not in committed
+
+
 def test_a_failing_step_stops_the_chain_with_one_line(setup):
     project, eb, environ = setup
     commit_all(project)

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import example_csv
 
 from tand.errors import ConfigError, TandError
 from tand.models.network import NetworkParams, fit_network
@@ -134,7 +135,7 @@ def test_a_torch_process_dying_under_the_fit_worker_is_named_as_such(tmp_path):
     from tand.training.pipeline import build_pipeline
     from tand.training.workers import FitWorker
 
-    cfg = parse_config(tiny_config(data_path=str(REPO / "data" / "data.csv")))
+    cfg = parse_config(tiny_config(data_path=str(example_csv())))
     dataset = load_dataset(cfg.train)
     parts = split(dataset, cfg.train.test_size, cfg.train.seed)
     process = TorchProcess()

@@ -105,6 +105,24 @@ def staged_secret_files(project_dir: Path, secrets: dict[str, str]) -> list[str]
     return sorted(found)
 
 
+DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".feather", ".arrow", ".xlsx", ".xls", ".jsonl", ".csv.gz", ".zip")
+TEMPLATE_EXAMPLES = "examples/"  # the template's own example data, committed with it
+
+
+def staged_data_files(project_dir: Path) -> list[str]:
+    """Staged files newly added that look like data: anything under data/, or a data file's suffix."""
+    result = subprocess.run(
+        ["git", "diff", "--cached", "--name-only", "--diff-filter=A"],
+        cwd=project_dir, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    names = result.stdout.splitlines() if result.returncode == 0 else []
+    return [
+        name for name in names
+        if not name.startswith(TEMPLATE_EXAMPLES)
+        and (name.startswith("data/") and name != "data/README.md" or name.lower().endswith(DATA_SUFFIXES))
+    ]  # fmt: skip
+
+
 def preflight(project_dir: Path, settings: DeploySettings, init_git: bool, run_tests: bool, environ=os.environ) -> Plan:
     """Every local check, before any command runs; each failure is one DeployError line."""
     project_dir = Path(project_dir)
@@ -209,6 +227,11 @@ def run_chain(c, plan: Plan) -> str | None:
         if not (plan.project_dir / ".git").exists():
             _run(c, "git init")
         _run(c, "git add -A")
+        data = staged_data_files(plan.project_dir)
+        if data:
+            # Training data never reaches git through this flag, whatever .gitignore says.
+            _run(c, "git reset -q -- " + " ".join(q(path) for path in data))
+            print(f"left out of the commit (data files): {', '.join(data[:5])}{' ...' if len(data) > 5 else ''}")
         leaked = staged_secret_files(plan.project_dir, s.secrets)
         if leaked:
             _run(c, "git reset -q")
