@@ -145,3 +145,34 @@ def test_concurrent_posts_share_a_call_only_for_a_batch_invariant_model(trained_
     calls, answers = asyncio.run(run())
     assert calls == expected_calls
     assert all(a.status_code == 200 for a in answers) and len({a.content for a in answers}) == 1
+
+
+def test_a_scikit_learn_model_is_never_coalesced(trained_model, tmp_path):
+    """A real scikit-learn estimator (BLAS products whose last bits depend on the batch) answers each
+    request with a call of its own, however many arrive in one turn."""
+    import httpx
+
+    from app.main import create_app
+    from app_support import auth, copy_store, settings, train_version
+    from conftest import example_csv, tiny_config
+
+    store = copy_store(trained_model.project.path / "database.db", tmp_path / "store")
+    config = tiny_config(framework="sklearn", model="logistic_regression", data_path=str(example_csv()))
+    version = train_version(store, config, tmp_path / "work")
+    store.set_alias(trained_model.model_name, "sklearn", version)
+    app = create_app(settings(store.uri, trained_model.model_name, tmp_path / "cache", model_alias="sklearn"))
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            predictor = app.state.store.current.predictor
+            estimator = predictor._estimator
+            calls, real = [], estimator.predict_proba
+            estimator.predict_proba = lambda X: calls.append(len(X)) or real(X)  # count the real model's calls
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+                answers = await asyncio.gather(*(client.post("/predict", json=trained_model.request, headers=auth()) for _ in range(8)))
+            return predictor, calls, answers
+
+    predictor, calls, answers = asyncio.run(run())
+    assert type(predictor._estimator).__module__.startswith("sklearn.") and not predictor.batch_invariant
+    assert calls == [1] * 8
+    assert all(a.status_code == 200 for a in answers)

@@ -74,17 +74,6 @@ def test_missing_config_file_is_one_line(project, capsys):
     assert code == 1 and err.strip() == "error: nope.json: config file not found; pass --config PATH or create config.json"
 
 
-def test_invoke_list_documents_every_task():
-    done = subprocess.run([*INVOKE, "--list"], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    listed = {line.split()[0]: line for line in done.stdout.splitlines()[2:] if line.strip() and not line.startswith("    ")}
-    for name in tasks.ns.task_names:
-        assert name in listed, f"{name} missing from invoke --list"
-        assert len(listed[name].split()) > 1, f"{name} has no docstring line"
-        for flag, info in tasks.ns[name].help.items() if tasks.ns[name].help else []:
-            assert info, f"{name} --{flag} has no help"
-
-
 @pytest.mark.slow
 def test_cli_failure_prints_no_traceback(project):
     project.write_config(tiny_config(labels_column="nope"))
