@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO)]
 
+# tests/app/app_support.py (copies of the session store, live servers) serves tests in other folders too.
+sys.path.insert(0, str(Path(__file__).with_name("app")))
+
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # no network here; users opt in, not out
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # every test names its own store
 
