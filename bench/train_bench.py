@@ -39,7 +39,7 @@ TARGET_SECONDS, TARGET_MB = 8.0, 500
 def run_once(project: Path, config: str, inline: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TAND_"))}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "invoke", "--search-root", str(REPO), "train", "--config", config, "--quiet"]
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "invoke", "--search-root", str(REPO), "train", "--config", config, "--quiet", "--verbose"]
     if inline:
         cmd.append("--inline")  # the alternative: fit and evaluate in the main process, after MLflow
     done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)

@@ -197,21 +197,51 @@ def rollback(c, alias=None, config="config.json"):
 
 @task(help={"config": "Config file naming the model (default: config.json)."})
 def models(c, config="config.json"):
-    """List the model's registered versions with their aliases, test metrics and creation date."""
+    """List the model's registered versions (aliases, framework and model, test metrics, date) and runs left RUNNING."""
     with known_errors():
         name, _ = _model_and_alias(config, None)
+        from tand.config import load_config
         from tand.tracking.promotion import list_versions
 
         versions = list_versions(name)
+        running = _running_runs(load_config(config).mlflow.experiment_name)
     print(format_versions(name, versions))
+    if running:
+        print(format_running(running))
+
+
+def _running_runs(experiment_name: str):
+    import mlflow
+
+    from tand.tracking.runs import running_runs
+
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    return running_runs(experiment.experiment_id) if experiment is not None else []
+
+
+def format_running(running) -> str:
+    """The experiment's RUNNING runs, saying which ones no process will ever end."""
+    lines = [f"runs still RUNNING in the experiment: {len(running)}"]
+    for run in running:
+        started = run.started.strftime("%Y-%m-%d %H:%M:%S")
+        who = f"pid {run.pid} on {run.host}" if run.pid is not None else run.host
+        if run.gone:
+            state = "stale: that process is gone (the next `invoke train` here marks it FAILED)"
+        elif run.gone is None:
+            state = "cannot tell from this host whether it is still training"
+        else:
+            state = "still training"
+        lines.append(f"  run {run.run_id} started {started} UTC by {who}: {state}")
+    return "\n".join(lines)
 
 
 def format_versions(name: str, versions) -> str:
     """A plain-text table, newest version first."""
     keys = _headline_keys({k for v in versions for k in v.metrics})
-    header = ["version", "aliases", "created (UTC)", "status", *(k.removeprefix("test_") for k in keys)]
+    header = ["version", "aliases", "framework", "model", "created (UTC)", "status", *(k.removeprefix("test_") for k in keys)]
     rows = [
-        [str(v.version), ",".join(v.aliases) or "-", v.created.strftime("%Y-%m-%d %H:%M:%S"), v.status,
+        [str(v.version), ",".join(v.aliases) or "-", v.framework or "-", v.model or "-",
+         v.created.strftime("%Y-%m-%d %H:%M:%S"), v.status,
          *(f"{v.metrics[k]:.4f}" if k in v.metrics else "-" for k in keys)]
         for v in reversed(versions)
     ]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from pathlib import Path
 
 from invoke import task
@@ -16,13 +17,15 @@ from cli.common import REPO_ROOT, known_errors, load_env, python, quote
     help={
         "config": "Path of the config file (default: config.json).",
         "quiet": "No progress bar.",
+        "verbose": "Also print the seconds each phase took (bench/train_bench.py reads them).",
         "inline": "Everything in this one process (to step through your preprocess hook in a debugger, or to "
         "profile); by default the fit runs in processes of its own beside MLflow's set-up (faster).",
     }
 )
-def train(c, config="config.json", quiet=False, inline=False):
+def train(c, config="config.json", quiet=False, inline=False, verbose=False):
     """Train the model config.json describes, log it to MLflow and register it (first version → production)."""
     load_env("train.env")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the model-name check reads one small file
     from tand.config import load_config
     from tand.training.run import train as run_training
 
@@ -30,6 +33,11 @@ def train(c, config="config.json", quiet=False, inline=False):
         cfg = load_config(config)
         result = run_training(cfg, progress=not quiet, processes=not inline)
     headline = {k: round(v, 4) for k, v in result.metrics.items() if k.split("_", 1)[1] in HEADLINE}
+    if result.stale_runs_failed:
+        print(
+            f"marked {len(result.stale_runs_failed)} run(s) FAILED that an `invoke train` on this host left RUNNING "
+            f"when it was killed: {', '.join(result.stale_runs_failed)}"
+        )
     print(f"registered {result.model_name} version {result.version} (run {result.run_id})")
     print(f"test metrics: {json.dumps(headline)}")
     if result.alias_set:
@@ -37,7 +45,8 @@ def train(c, config="config.json", quiet=False, inline=False):
     else:
         print(f"'{cfg.mlflow.alias}' stays where it was; promote this version with `invoke promote --version {result.version}`")
     print("wrote request_model.json (an example /predict body)")
-    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
+    if verbose:
+        print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
     # The interpreter's last garbage collections at exit walk every object MLflow, pandas and
     # scikit-learn created: about 1.5 s here (bench/train_bench.py). Frozen objects are skipped.
     gc.freeze()

@@ -11,7 +11,7 @@ from mlflow.models import Model
 from conftest import tiny_config, load_registered
 from tand.tracking import registry
 from tand.config import parse_config
-from tand.errors import ConfigError
+from tand.errors import ConfigError, RegistryError
 from tand.training.run import train
 
 
@@ -75,3 +75,34 @@ def test_failure_inside_the_run_marks_it_failed_and_registers_nothing(project):
     assert [r.info.status for r in runs] == ["FAILED"]
     assert client.search_registered_models() == []
     assert not (project.path / "request_model.json").exists()
+
+
+def _wine_under_the_examples_name(project) -> dict:
+    """Another dataset (wine: other label, other features) configured under the breast-cancer model's name,
+    as a user who replaced data/data.csv but not mlflow.model_name would."""
+    from tand.training.examples import export
+
+    config = export("wine", project.path / "data" / "wine.csv")
+    config["train"].update(framework="sklearn", model="logistic_regression")
+    config["mlflow"] = dict(tiny_config()["mlflow"])
+    return config
+
+
+def test_other_data_under_an_existing_models_name_is_refused_before_any_run(project):
+    example = parse_config(tiny_config(framework="sklearn", model="logistic_regression"))
+    train(example, project.path, progress=False)
+    wine = _wine_under_the_examples_name(project)
+    with pytest.raises(RegistryError, match=r"its version 1 predicts 'diagnosis', not 'cultivar'.*set mlflow.model_name in config.json"):
+        train(parse_config(wine), project.path, progress=False)
+    client = MlflowClient()
+    assert [int(v.version) for v in client.search_model_versions(f"name = '{example.mlflow.model_name}'")] == [1]
+    experiment = mlflow.get_experiment_by_name(wine["mlflow"]["experiment_name"])
+    assert len(client.search_runs([experiment.experiment_id])) == 1, "the refused training started no run"
+    wine["mlflow"]["model_name"] = "wine-classifier"
+    assert train(parse_config(wine), project.path, progress=False).version == 1
+
+
+def test_the_same_data_with_a_column_dropped_stays_the_same_model(project):
+    train(parse_config(tiny_config(framework="sklearn", model="logistic_regression")), project.path, progress=False)
+    fewer = parse_config(tiny_config(framework="sklearn", model="logistic_regression", to_drop=["mean_radius", "mean_area"]))
+    assert train(fewer, project.path, progress=False).version == 2

@@ -33,6 +33,8 @@ class VersionInfo:
     aliases: tuple[str, ...]
     created: datetime
     metrics: dict[str, float]
+    framework: str = ""  # from the run's params: what `invoke models` shows to tell versions apart
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,17 @@ def _aliases_by_version(client: MlflowClient, name: str) -> dict[int, tuple[str,
 
 
 def _info(client: MlflowClient, mv: ModelVersion, aliases: dict[int, tuple[str, ...]]) -> VersionInfo:
-    metrics = {}
+    metrics, params = {}, {}
     if mv.run_id:
-        metrics = dict(_registry_call(f"run {mv.run_id}", client.get_run, mv.run_id).data.metrics)
+        data = _registry_call(f"run {mv.run_id}", client.get_run, mv.run_id).data
+        metrics, params = dict(data.metrics), data.params
     created = datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, tz=timezone.utc)
     status = mv.status or "READY"
-    return VersionInfo(int(mv.version), mv.run_id or "", status, aliases.get(int(mv.version), ()), created, metrics)
+    framework = params.get("train.framework", "")
+    # The MLP is the PyTorch framework's only model, and its config leaves `model` unset.
+    model = params.get("train.model") or ("mlp" if framework == "pytorch" else "")
+    number = int(mv.version)
+    return VersionInfo(number, mv.run_id or "", status, aliases.get(number, ()), created, metrics, framework, model)
 
 
 def list_versions(name: str) -> list[VersionInfo]:

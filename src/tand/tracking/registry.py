@@ -7,9 +7,11 @@ and every model version carries its feature schema in its MLmodel metadata.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -118,7 +120,7 @@ def _create_experiment(name: str, location: str | None) -> str:
         return mlflow.create_experiment(name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"})
     except MlflowException as exc:
         existing = mlflow.get_experiment_by_name(name)
-        if existing is None or "already exists" not in str(exc).lower() and "unique" not in str(exc).lower():
+        if existing is None or not _already_exists(exc):
             raise
         return existing.experiment_id
 
@@ -154,9 +156,36 @@ def _requirements_checked_without_package_scan():
             requirements_utils._PACKAGES_TO_MODULES = None
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+@contextmanager
+def without_known_mlflow_notices():
+    """Hide two notices MLflow prints on every training run, both about choices made here on purpose:
+    integer columns in the signature (the API validates requests itself, from the feature schema, and
+    accepts integral floats and missing values the pipeline imputes) and the pickle format (chosen
+    because skops refuses our own estimator; models load only from our registry, never from a path
+    or bytes a client sends). Every other warning still shows."""
+    pickle_notice = _DropMessage("Saving scikit-learn models in the pickle or cloudpickle format")
+    logger = logging.getLogger("mlflow.sklearn")
+    logger.addFilter(pickle_notice)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            yield
+    finally:
+        logger.removeFilter(pickle_notice)
+
+
 def log_model(pipeline, schema: FeatureSchema, input_example, signature):
     """Log the pipeline to the active run; returns MLflow's ModelInfo (model_uri models:/m-..., model_id)."""
-    with _requirements_checked_without_package_scan():
+    with _requirements_checked_without_package_scan(), without_known_mlflow_notices():
         return mlflow.sklearn.log_model(
             pipeline,
             name=MODEL_ARTIFACT,
@@ -195,9 +224,48 @@ def log_compiled(model_id: str, pipeline, check: pd.DataFrame, meta: dict) -> bo
     return True
 
 
+def _already_exists(exc: MlflowException) -> bool:
+    text = str(exc).lower()
+    return exc.error_code in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS") or "already exists" in text or "unique" in text
+
+
 def register(model_uri: str, name: str) -> int:
-    version = mlflow.register_model(model_uri, name)
-    return int(version.version)
+    """Register a logged model (models:/m-...) as the next version of `name`, creating the registered
+    model if needed (another process creating it meanwhile is fine). MlflowClient rather than
+    mlflow.register_model, which prints two lines to stderr that the task's own line already says."""
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if not _already_exists(exc):
+            raise
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    return int(client.create_model_version(name, source=model_uri, model_id=model_id).version)
+
+
+def check_model_name(name: str, schema: FeatureSchema) -> None:
+    """Refuse to add a version to a registered model trained on other data: a user's first training
+    would otherwise become version N of the example's model (and be compared, promoted and served as
+    such). Other data means another label column, or fewer than half of this dataset's features among
+    the columns the latest version knew (its features and dropped columns): adding or dropping a few
+    columns stays the same model."""
+    from tand.tracking.promotion import version_schema
+
+    found = MlflowClient().search_model_versions(
+        f"name = '{name.replace(chr(39), chr(39) * 2)}'", max_results=1, order_by=["version_number DESC"]
+    )
+    if not found:
+        return
+    latest = version_schema(name, int(found[0].version))
+    known = set(latest.names) | set(latest.dropped)
+    shared = sum(feature in known for feature in schema.names)
+    if latest.label == schema.label and 2 * shared >= len(schema.names):
+        return
+    what = f"predicts {latest.label!r}, not {schema.label!r}" if latest.label != schema.label else f"shares {shared} of your {len(schema.names)} features"
+    raise RegistryError(
+        f"mlflow.model_name: the registered model {name!r} was trained on other data (its version {found[0].version} "
+        f"{what}); set mlflow.model_name in config.json to a name for your model"
+    )
 
 
 def alias_version(name: str, alias: str) -> int | None:

@@ -13,6 +13,7 @@ overlap. By default (a notebook, a debugger) all of it runs in the caller's proc
 
 from __future__ import annotations
 
+import errno
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tand.config import Config
+from tand.errors import TandError
 
 if TYPE_CHECKING:
     from tand.training.data import Dataset, Split
@@ -37,6 +39,11 @@ class TrainResult:
     metrics: dict[str, float]
     request_example: dict
     timings: dict[str, float] = field(default_factory=dict)
+    stale_runs_failed: list[str] = field(default_factory=list)  # RUNNING runs of dead processes, now FAILED
+
+
+class DiskFull(TandError):
+    pass
 
 
 def _flatten(prefix: str, data: dict) -> dict[str, str]:
@@ -101,8 +108,11 @@ def _compiled_meta(dataset: Dataset, evaluation: Evaluation, request: dict) -> d
 def _signature(pipeline, X):
     from mlflow.models import infer_signature
 
+    from tand.tracking import registry
+
     sample = X.head(20)
-    return infer_signature(sample, pipeline.predict(sample))
+    with registry.without_known_mlflow_notices():
+        return infer_signature(sample, pipeline.predict(sample))
 
 
 def _start_torch_process(cfg: Config):
@@ -126,10 +136,36 @@ class _Laps:
         self.seconds[name], self._clock = now - self._clock, now
 
 
+def _disk_full(exc: BaseException) -> DiskFull | None:
+    """A DiskFull naming what was being written when `exc`, or what it was raised during, is a full
+    disk (MLflow and SQLAlchemy wrap the OSError, or raise their own while marking the run FAILED)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = exc.filename or "the run's files"
+            return DiskFull(f"disk full while writing {where}; free some space there and train again")
+        if "database or disk is full" in str(exc):
+            return DiskFull("disk full while writing the tracking database; free some space there and train again")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True, processes: bool = False) -> TrainResult:
     """Train, evaluate, log and register one model as `cfg` describes. `processes=True` (what `invoke train`
     does, on Linux) shares the work between processes (tand.training.workers); by default everything
-    runs here, in the caller's process."""
+    runs here, in the caller's process. A full disk is one DiskFull (the run marked FAILED when the
+    store can still record it)."""
+    try:
+        return _train(cfg, project_dir, progress, processes)
+    except Exception as exc:  # noqa: BLE001 - only a full disk is translated; anything else re-raised as is
+        full = _disk_full(exc)
+        if full is None:
+            raise
+        raise full from None
+
+
+def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool) -> TrainResult:
     laps = _Laps()
     from tand.training import workers
 
@@ -146,7 +182,7 @@ def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True, pro
         request = example_request(dataset)
         laps.lap("data")
         worker = workers.FitWorker(pipeline, parts, dataset.schema, torch_process, fork=processes)
-        run_id, model_uri, evaluation = _tracked_run(cfg, dataset, parts, request, worker, laps)
+        run_id, model_uri, evaluation, stale = _tracked_run(cfg, dataset, parts, request, worker, laps)
     finally:
         if worker is not None:
             worker.stop()
@@ -158,22 +194,24 @@ def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True, pro
     alias_set = registry.ensure_alias(cfg.mlflow.model_name, version, cfg.mlflow.alias)
     registry.write_json(Path(project_dir) / REQUEST_EXAMPLE_FILE, request)
     laps.lap("register")
-    return TrainResult(run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds)
+    return TrainResult(run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale)
 
 
 def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, worker, laps: _Laps):
     """The MLflow run: set up the store while the worker fits, then log what it sends.
-    Returns (run id, logged model URI, evaluation)."""
+    Returns (run id, logged model URI, evaluation, ids of stale runs marked FAILED)."""
     import mlflow
     import pandas as pd
 
-    from tand.tracking import embedded, registry
+    from tand.tracking import embedded, registry, runs
 
     embedded.create_if_missing(registry.tracking_uri())
     registry.check_reachable()
+    registry.check_model_name(cfg.mlflow.model_name, dataset.schema)
     experiment_id = registry.ensure_experiment(cfg.mlflow.experiment_name)
+    stale = runs.fail_stale_runs(experiment_id)
     laps.lap("store")
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with mlflow.start_run(experiment_id=experiment_id, tags=runs.owner_tags()) as run:
         mlflow.log_params(_params(cfg, dataset, parts))
         mlflow.log_dict(cfg.model_dump(by_alias=True, exclude_none=True), "config.json")
         evaluation = worker.evaluation()
@@ -191,4 +229,4 @@ def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, wor
         plots, laps.seconds["worker_plots"] = worker.plots()
         _log_plots(plots)
         laps.lap("plots_wait")
-    return run.info.run_id, model.model_uri, evaluation
+    return run.info.run_id, model.model_uri, evaluation, stale

@@ -6,13 +6,14 @@ feature. Each test first puts the aliases where it needs them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, example_csv, tiny_config
 
 from tand.errors import RegistryError
 
@@ -39,6 +40,7 @@ def _register(config: dict, metric: float, experiment_id: str) -> int:
 
     with mlflow.start_run(experiment_id=experiment_id):
         mlflow.log_metrics({"test_accuracy": metric, "test_roc_auc": metric})
+        mlflow.log_params({"train.framework": cfg.framework, "train.model": cfg.model})  # as train() logs them
         model = registry.log_model(
             pipeline,
             dataset.schema,
@@ -59,7 +61,7 @@ def store(tmp_path_factory):
     os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("promote-test", artifact_location=str(root / "mlruns"))
-    data = str(REPO / "data" / "data.csv")
+    data = str(example_csv())
     same = tiny_config(data_path=data, framework="sklearn", model="logistic_regression")
     fewer = tiny_config(data_path=data, framework="sklearn", model="logistic_regression", to_drop=[DROPPED])
     versions = [
@@ -184,8 +186,9 @@ def test_list_versions_has_aliases_metrics_and_dates(store):
     ]
     assert versions[2].metrics["test_accuracy"] == pytest.approx(0.95)
     table = format_versions(NAME, versions).splitlines()
-    assert table[1].split() == ["version", "aliases", "created", "(UTC)", "status", "accuracy", "roc_auc"]
-    assert table[2].split()[:2] == ["3", "-"] and table[3].split()[:2] == ["2", "production"]
+    assert table[1].split() == ["version", "aliases", "framework", "model", "created", "(UTC)", "status", "accuracy", "roc_auc"]
+    assert table[2].split()[:4] == ["3", "-", "sklearn", "logistic_regression"]
+    assert table[3].split()[:2] == ["2", "production"]
 
 
 def test_an_unknown_model_is_one_clear_error(store):
@@ -247,7 +250,7 @@ def test_mlflow_server_refuses_bad_settings_in_one_line(tmp_path, args, message)
 
 
 def test_promote_with_a_bad_version_is_one_line(tmp_path):
-    (tmp_path / "config.json").write_text((REPO / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config()))
     result = _invoke("promote", "--version", "two", cwd=tmp_path)
     assert (result.returncode, result.stderr.strip()) == (1, "error: --version 'two' is not a whole number")
 
@@ -256,7 +259,7 @@ def test_models_against_a_stopped_server_fails_fast(tmp_path):
     """MLflow would retry for minutes; the check before any registry call makes it one attempt."""
     import socket
 
-    (tmp_path / "config.json").write_text((REPO / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config()))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
