@@ -42,21 +42,29 @@ def test_user_middleware_runs_on_predict_for_every_answer(trained_model, tmp_pat
     assert [s for kind, path, s in seen if kind == "class" and path == "/predict"] == statuses
 
 
-def test_an_error_inside_the_endpoint_answers_json_500_through_the_apps_handlers(trained_model, tmp_path):
-    app = create_app(settings(trained_model.project.tracking_uri, trained_model.model_name, tmp_path))
+class Broken:
+    """A predictor that fails with `error`, as a bug in a user's model code would."""
 
-    class Broken:
-        def answers(self, rows):
-            raise RuntimeError("a bug in a predictor")
+    batch_invariant = False
 
-        batch_invariant = False
+    def __init__(self, error: Exception):
+        self.error = error
 
+    def answers(self, rows):
+        raise self.error
+
+
+def post_to_broken(app, error: Exception, request: dict):
     import dataclasses
 
     with TestClient(app, raise_server_exceptions=False) as client:
-        store = app.state.store
-        store.current = dataclasses.replace(store.current, predictor=Broken())
-        answer = client.post("/predict", json=trained_model.request, headers=auth())
+        app.state.store.current = dataclasses.replace(app.state.store.current, predictor=Broken(error))
+        return client.post("/predict", json=request, headers=auth())
+
+
+def test_an_error_inside_the_endpoint_answers_json_500_through_the_apps_handlers(trained_model, tmp_path):
+    app = create_app(settings(trained_model.project.tracking_uri, trained_model.model_name, tmp_path))
+    answer = post_to_broken(app, RuntimeError("a bug in a predictor"), trained_model.request)
     assert answer.status_code == 500
     assert answer.headers["content-type"] == "application/json" and "internal server error" in answer.json()["detail"]
 
@@ -66,19 +74,9 @@ def test_a_users_exception_handler_applies_to_predict(trained_model, tmp_path):
 
     app = create_app(settings(trained_model.project.tracking_uri, trained_model.model_name, tmp_path))
 
-    class Broken:
-        def answers(self, rows):
-            raise LookupError("from the user's own code")
-
-        batch_invariant = False
-
     @app.exception_handler(LookupError)
     async def lookup_error(request, exc):
         return JSONResponse({"detail": f"handled: {exc}"}, status_code=409)
 
-    import dataclasses
-
-    with TestClient(app, raise_server_exceptions=False) as client:
-        app.state.store.current = dataclasses.replace(app.state.store.current, predictor=Broken())
-        answer = client.post("/predict", json=trained_model.request, headers=auth())
+    answer = post_to_broken(app, LookupError("from the user's own code"), trained_model.request)
     assert (answer.status_code, answer.json()) == (409, {"detail": "handled: from the user's own code"})
