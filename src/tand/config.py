@@ -7,12 +7,23 @@ project reads config.json.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
+import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tand.errors import ConfigError
 from tand.models.catalog import known_models
@@ -23,16 +34,71 @@ SCHEMA_FILE = "config.schema.json"
 DEFAULT_TRACKING_URI = "sqlite:///database.db"
 # The API token the env files ship: accepted with a loud warning by the API, refused by deploy-eb.
 EXAMPLE_TOKEN = "change-me-example-token"
+# Cells read as missing (README "Your data" lists them): pandas' own markers, plus the ones spreadsheets and
+# survey exports use ("?", "-", "n/a?"), so a numeric column with a few of them stays numeric.
+MISSING_MARKERS = (
+    "", "NA", "N/A", "n/a", "na", "n/a?", "NaN", "nan", "-nan", "NULL", "null", "Null", "None", "none",
+    "#N/A", "#NA", "<NA>", "?", "-", "--",
+)  # fmt: skip
+# Keys that only the PyTorch MLP reads: present with framework "sklearn", they are named in a warning.
+PYTORCH_KEYS = (
+    "epochs", "batch_size", "hidden_dim", "dropout", "lr", "weight_decay", "patience",
+    "validation_fraction", "log_every", "device",
+)  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+
+def _integral_float(value: Any) -> Any:
+    """50.0 is a whole number to anyone writing JSON; 50.5 and "50" still fail the strict check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A whole number in config.json: strict (no strings, no booleans), but 50.0 counts.
+WholeNumber = Annotated[int, BeforeValidator(_integral_float)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: "epochs": "50" or "lr": "0.1" stop with the key named instead of being converted quietly
+    # (an integer for a float is still accepted: JSON users do not tell 1 from 1.0).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     help: str | None = Field(default=None, alias="__help", description="Free text for humans; ignored.")
 
 
+class CsvConfig(_Section):
+    separator: str | None = Field(
+        None, min_length=1, max_length=1, description="Column separator, e.g. ';' or a tab. Default: detected from the header line (, ; tab |)."
+    )
+    encoding: str = Field("utf-8", description="Text encoding of the file, e.g. latin-1 or cp1252 (a UTF-8 byte-order mark is fine).")
+    decimal: str = Field(".", min_length=1, max_length=1, description="Decimal mark of numbers: '.' or ','.")
+    missing_values: list[str] = Field(
+        default_factory=lambda: list(MISSING_MARKERS), description="Cell values read as missing (replaces the default list)."
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}; use e.g. 'utf-8', 'latin-1' or 'cp1252'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_marks(self) -> CsvConfig:
+        if self.separator in ('"', "\n", "\r"):
+            raise ValueError(f"separator {self.separator!r} cannot separate columns; use e.g. ',', ';' or a tab")
+        if self.separator is not None and self.separator == self.decimal:
+            raise ValueError(f"separator and decimal are both {self.decimal!r}; with decimal ',' use separator ';'")
+        return self
+
+
 class TrainConfig(_Section):
     data_path: str = Field("data/data.csv", description="CSV file with one row per example, relative to the project root.")
+    csv: CsvConfig = Field(default_factory=CsvConfig, description="How to read the CSV: separator, encoding, decimal, missing values.")
     labels_column: str = Field(description="Column of the CSV that holds the label to predict.")
     labels: list[str] | None = Field(
         None,
@@ -48,18 +114,27 @@ class TrainConfig(_Section):
     categorical: list[str] | None = Field(None, description="Columns to one-hot encode. Default: inferred.")
     numeric: list[str] | None = Field(None, description="Columns to impute and scale. Default: inferred.")
     test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of rows held out for evaluation.")
-    seed: int = Field(42, description="Seed for the split, the model and the PyTorch weights.")
+    seed: WholeNumber = Field(42, description="Seed for the split, the model and the PyTorch weights.")
     # PyTorch MLP
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(32, ge=1)
-    hidden_dim: int | list[int] = Field(256, description="Hidden layer size, or a list of sizes (one per layer).")
+    epochs: WholeNumber = Field(50, ge=1)
+    batch_size: WholeNumber = Field(32, ge=1)
+    hidden_dim: WholeNumber | list[WholeNumber] = Field(256, description="Hidden layer size, or a list of sizes (one per layer).")
     dropout: float = Field(0.1, ge=0, lt=1)
     lr: float = Field(1e-3, gt=0, description="Learning rate (Adam).")
     weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(10, ge=0, description="Early stopping: epochs without improvement on the validation split; 0 = off.")
+    patience: WholeNumber = Field(10, ge=0, description="Early stopping: epochs without improvement on the validation split; 0 = off.")
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="Part of the training rows used for early stopping.")
-    log_every: int = Field(250, ge=1, description="Refresh the progress bar's running loss every N batches.")
+    log_every: WholeNumber = Field(250, ge=1, description="Refresh the progress bar's running loss every N batches.")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="cpu, cuda, cuda:N or mps.")
+
+    @field_validator("hidden_dim", mode="before")
+    @classmethod
+    def _sizes_are_numbers(cls, value: Any) -> Any:
+        # One message instead of pydantic's one per member of the union (hidden_dim.int, hidden_dim.list[int]).
+        sizes = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in sizes):
+            raise ValueError(f"expected a whole number or a list of them, e.g. 256 or [128, 64]; got {json.dumps(value)}")
+        return value
 
     @field_validator("hidden_dim")
     @classmethod
@@ -73,7 +148,8 @@ class TrainConfig(_Section):
     @classmethod
     def _known_model(cls, value: str | None, info: ValidationInfo) -> str | None:
         task = info.data.get("task", "classification")
-        if value is not None and info.data.get("framework") in (None, "sklearn"):
+        framework = info.data.get("framework")
+        if value is not None and (framework == "sklearn" or (framework is None and value != "mlp")):
             names = known_models(task)
             if value not in names:
                 raise ValueError(f"unknown {task} model {value!r}{_did_you_mean(value, names)}; known models: {', '.join(names)}")
@@ -81,13 +157,24 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _resolve_framework(self) -> TrainConfig:
+        if self.framework == "pytorch" and self.model not in (None, "mlp"):
+            raise ValueError(
+                f"`model` {self.model!r} is a scikit-learn model but `framework` is 'pytorch' (which trains the MLP); "
+                "set framework to 'sklearn' (or remove it) to train that model, or remove `model` to train the MLP"
+            )
         if self.framework is None:
-            self.framework = "sklearn" if self.model else "pytorch"
+            self.framework = "sklearn" if self.model not in (None, "mlp") else "pytorch"
         if self.framework == "sklearn" and self.model is None:
             raise ValueError(f"framework 'sklearn' needs `model`; one of: {', '.join(known_models(self.task))}")
         if self.task == "regression" and self.labels:
             raise ValueError("`labels` names classes; remove it for task 'regression'")
         return self
+
+    def ignored_keys(self) -> list[str]:
+        """Keys written in config.json that the chosen framework does not read."""
+        if self.framework == "sklearn":
+            return [key for key in PYTORCH_KEYS if key in self.model_fields_set]
+        return ["model_args"] if self.model_args else []
 
     @property
     def hidden_sizes(self) -> list[int]:
@@ -95,8 +182,8 @@ class TrainConfig(_Section):
 
 
 class AppConfig(_Section):
-    max_batch_rows: int = Field(10_000, ge=1, description="Largest JSON array accepted by /predict.")
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 above).")
+    max_batch_rows: WholeNumber = Field(10_000, ge=1, description="Largest JSON array accepted by /predict.")
+    max_body_bytes: WholeNumber = Field(8 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 above).")
     refresh_interval: float = Field(
         60, ge=0, description="Seconds between each process's check of the registry alias; 0 turns it off."
     )
@@ -109,14 +196,14 @@ class MlflowConfig(_Section):
 
 
 class DeployConfig(_Section):
-    min_instances: int = Field(2, ge=1)
-    max_instances: int = Field(10, ge=1)
+    min_instances: WholeNumber = Field(2, ge=1)
+    max_instances: WholeNumber = Field(10, ge=1)
     instance_types: str = Field("t3.micro,t3.small", description="Comma-separated EC2 instance types.")
     refresh_schedule: str = Field("*-*-* 03:00:00", description="systemd OnCalendar for the model refresh.")
     single_instance: bool = Field(
         False, description="One instance and no load balancer (the cheapest set-up; no scaling). Fixed at creation."
     )
-    workers: int = Field(2, ge=1, description="Uvicorn worker processes per instance (WEB_CONCURRENCY).")
+    workers: WholeNumber = Field(2, ge=1, description="Uvicorn worker processes per instance (WEB_CONCURRENCY).")
     scale_up_latency: float = Field(
         1.0, gt=0, description="Seconds of average response time (5 minutes) above which an instance is added."
     )
@@ -134,7 +221,7 @@ class DeployConfig(_Section):
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     schema_: str | None = Field(default=None, alias="$schema")
     train: TrainConfig
@@ -174,15 +261,47 @@ def _describe(error: dict) -> str:
     if error["type"] == "missing":
         return f"missing required key {where!r}; add it"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] in _TYPE_ERRORS:
+        message += f", got {_json(error['input'])}"
+        if isinstance(error["input"], str) and _is_json_number(error["input"]):
+            message += f"; write {error['input'].strip()} without quotes"
     return f"{where}: {message}"
 
 
-def parse_config(raw: dict, source: str = DEFAULT_CONFIG_PATH) -> Config:
+# Strict-mode type errors: the message adds what the file holds, so the fix is visible in the line.
+_TYPE_ERRORS = {"int_type", "float_type", "string_type", "bool_type", "list_type", "dict_type", "int_from_float"}
+
+
+def _json(value: Any) -> str:
     try:
-        return Config.model_validate(raw)
+        return json.dumps(value)[:60]
+    except (TypeError, ValueError):
+        return repr(value)[:60]
+
+
+def _is_json_number(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), int | float)
+    except ValueError:
+        return False
+
+
+def parse_config(raw: dict, source: str = DEFAULT_CONFIG_PATH) -> Config:
+    """The validated config; keys the chosen framework does not read are named in a warning (logged)."""
+    try:
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
+    ignored = config.train.ignored_keys()
+    if ignored:
+        keys = ", ".join(f"train.{key}" for key in ignored)
+        if config.train.framework == "sklearn":
+            why = f"PyTorch settings, ignored with framework 'sklearn' (model {config.train.model!r})"
+        else:
+            why = "read by scikit-learn models only, ignored with framework 'pytorch'"
+        log.warning("warning: %s: %s: %s; remove %s to silence this", source, keys, why, "it" if len(ignored) == 1 else "them")
+    return config
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> Config:

@@ -10,12 +10,23 @@ import pandas as pd
 
 from tand.config import TrainConfig
 from tand.errors import DataError
-from tand.training.preprocess import preprocess
 from tand.schema import Feature, FeatureSchema
+from tand.training.preprocess import preprocess
+from tand.training.reading import read_csv
+
+__all__ = ["Dataset", "Split", "example_request", "load_dataset", "read_csv", "split"]
 
 # An integer column with at most this many distinct values, each seen twice on average, is treated as a
 # category (sex, chest-pain type...); declared `numeric` / `categorical` lists override the guess.
 MAX_INTEGER_CATEGORIES = 10
+# Larger magnitudes overflow float64 when the scaler squares them (StandardScaler's variance, the MLP's
+# target scaling): refused with the column named rather than a traceback from inside the fit.
+MAX_MAGNITUDE = 1e150
+# An undeclared text column whose cells are mostly numbers, apart from a few distinct other values, is a
+# numeric column with an unknown missing marker (or a decimal comma), not a category of number strings.
+MOSTLY_NUMBERS = 0.5
+FEW_OTHER_VALUES = 3
+_DECIMAL_COMMA = r"^[+-]?(\d+|\d{1,3}(\.\d{3})+),\d+$"
 
 
 @dataclass(frozen=True)
@@ -33,26 +44,12 @@ class Split:
     y_test: pd.Series
 
 
-def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, tolerating a UTF-8 byte-order mark and stray spaces around column names."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"train.data_path: file {str(path)!r} not found; put your CSV there or change data_path")
-    try:
-        frame = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"train.data_path: {str(path)!r} is empty; it needs a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"train.data_path: {str(path)!r} is not a readable UTF-8 CSV ({exc})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
-
-
 def _check_columns(frame: pd.DataFrame, cfg: TrainConfig) -> None:
     columns = list(frame.columns)
     if cfg.labels_column not in columns:
+        one_column = "; the header was read as one column: set train.csv.separator to the file's separator" if len(columns) == 1 else ""
         raise DataError(
-            f"train.labels_column: column {cfg.labels_column!r} is not in the CSV; columns are: {', '.join(columns)}"
+            f"train.labels_column: column {cfg.labels_column!r} is not in the CSV; columns are: {', '.join(columns)}{one_column}"
         )
     for key in ("to_drop", "categorical", "numeric"):
         missing = [c for c in (getattr(cfg, key) or []) if c not in columns]
@@ -72,6 +69,7 @@ def _encode_labels(y: pd.Series, cfg: TrainConfig) -> tuple[pd.Series, tuple[str
         if values.isna().any():
             bad = y[values.isna()].iloc[0]
             raise DataError(f"train.labels_column: regression needs numbers in {name!r}, found {bad!r}; set task to 'classification'?")
+        _check_finite(values, name, "train.labels_column: the label")
         return values.astype(float), None
     if cfg.labels:
         codes = pd.to_numeric(y, errors="coerce")
@@ -109,8 +107,7 @@ def _infer_feature(column: pd.Series, name: str, cfg: TrainConfig) -> Feature:
         if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
             converted = pd.to_numeric(present, errors="coerce")
             if converted.isna().any():
-                bad = present[converted.isna()].iloc[0]
-                raise DataError(f"train.numeric: column {name!r} holds {bad!r}, not a number; fix the CSV or list it in train.categorical")
+                raise _not_a_number(name, present[converted.isna()], cfg)
             present = converted
         integral = bool(len(present)) and bool((present % 1 == 0).all())
         distinct = present.nunique()
@@ -119,6 +116,8 @@ def _infer_feature(column: pd.Series, name: str, cfg: TrainConfig) -> Feature:
         return Feature(name, "numeric", "integer" if integral and pd.api.types.is_integer_dtype(column) else "number")
     if pd.api.types.is_bool_dtype(column):
         return Feature(name, "categorical", "boolean", (False, True))
+    if not declared_categorical and not pd.api.types.is_numeric_dtype(column):
+        _refuse_numbers_with_strays(name, present, cfg)
     if pd.api.types.is_numeric_dtype(column):
         integral = bool((present % 1 == 0).all())
         values = sorted(int(v) if integral else float(v) for v in present.unique())
@@ -126,9 +125,55 @@ def _infer_feature(column: pd.Series, name: str, cfg: TrainConfig) -> Feature:
     return Feature(name, "categorical", "string", tuple(sorted(str(v) for v in present.unique())))
 
 
+def _check_finite(values: pd.Series, name: str, what: str) -> None:
+    """inf, -inf and magnitudes the fit cannot square are refused, not imputed: they are usually an upstream
+    bug (a division by zero), and reading them as missing would hide it."""
+    bad = values[~np.isfinite(values) | (values.abs() > MAX_MAGNITUDE)].dropna()
+    if len(bad):
+        raise DataError(
+            f"{what} {name!r} holds {float(bad.iloc[0])!r} in {len(bad)} row(s){_first_row(bad.index)}; "
+            f"numbers must be finite and within ±{MAX_MAGNITUDE:g}: replace them in the CSV or in preprocess() "
+            "(an empty cell is read as missing)"
+        )
+
+
+def _first_row(index: pd.Index) -> str:
+    # The frame's index is the data row's position unless preprocess() replaced it; +2 counts the header.
+    first = index[0]
+    return f" (first: line {first + 2} of the CSV)" if isinstance(first, int | np.integer) else ""
+
+
+def _not_a_number(name: str, strays: pd.Series, cfg: TrainConfig) -> DataError:
+    """The line for number cells that do not parse: a decimal comma, or a missing marker we do not know."""
+    strays = strays.astype(str)
+    commas = strays[strays.str.match(_DECIMAL_COMMA)]
+    if len(commas) and "decimal" not in cfg.csv.model_fields_set:
+        return DataError(
+            f"train.csv.decimal: column {name!r} holds {commas.iloc[0]!r}, a number with a decimal comma; "
+            "set train.csv.decimal to ','"
+        )
+    others = list(dict.fromkeys(strays))[:FEW_OTHER_VALUES]
+    return DataError(
+        f"train.numeric: column {name!r} holds {strays.iloc[0]!r}, not a number ({len(strays)} row(s); values "
+        f"{', '.join(map(repr, others))}); if that means missing, add it to train.csv.missing_values; "
+        f"else fix the CSV or list {name!r} in train.categorical"
+    )
+
+
+def _refuse_numbers_with_strays(name: str, present: pd.Series, cfg: TrainConfig) -> None:
+    text = present.astype(str)
+    numbers = pd.to_numeric(text, errors="coerce").notna()
+    if "decimal" not in cfg.csv.model_fields_set:
+        numbers |= text.str.match(_DECIMAL_COMMA)
+    strays = text[pd.to_numeric(text, errors="coerce").isna()]
+    others = text[~numbers]
+    if len(strays) and numbers.mean() > MOSTLY_NUMBERS and others.nunique() <= FEW_OTHER_VALUES:
+        raise _not_a_number(name, strays, cfg)
+
+
 def load_dataset(cfg: TrainConfig) -> Dataset:
     """Read the CSV, run the user's preprocess hook, check it against the config, infer feature types."""
-    frame = read_csv(cfg.data_path)
+    frame = read_csv(cfg.data_path, cfg.csv)
     if frame.empty:
         raise DataError(f"train.data_path: {cfg.data_path!r} has a header but no rows; add data")
     _check_columns(frame, cfg)
@@ -139,10 +184,17 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
     X = frame.drop(columns=[cfg.labels_column])
     if X.shape[1] == 0:
         raise DataError("the CSV has no feature columns besides the label; add features or shorten train.to_drop")
+    empty = [name for name in X.columns if X[name].isna().all()]
+    if empty:
+        raise DataError(
+            f"column {empty[0]!r} has no values (every row is missing), so nothing can be learnt from it; "
+            "add it to train.to_drop"
+        )
     features = tuple(_infer_feature(X[name], name, cfg) for name in X.columns)
     for feature in features:
         if feature.kind == "numeric":
             X[feature.name] = pd.to_numeric(X[feature.name]).astype(float)
+            _check_finite(X[feature.name], feature.name, "numeric column")
         elif feature.dtype == "string":
             X[feature.name] = X[feature.name].map(lambda v: v if pd.isna(v) else str(v)).astype(object)
     if classes is not None and len(set(y)) < 2:

@@ -1,0 +1,104 @@
+"""CSV file → frame, as `train.csv` says: separator (detected from the header line when not given),
+encoding, decimal mark, missing-value markers. Every failure names the `train.csv` key that fixes it."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from tand.config import CsvConfig
+from tand.errors import DataError
+
+# Tried in this order on the header line when `train.csv.separator` is not set; the one that splits it
+# into the most columns wins (a header rarely holds a separator of another kind in its names).
+SEPARATORS = (",", ";", "\t", "|")
+_SEPARATOR_NAMES = {",": "','", ";": "';'", "\t": "'\\t' (tab)", "|": "'|'"}
+
+
+def read_csv(path: str | Path, options: CsvConfig | None = None) -> pd.DataFrame:
+    """Read a CSV, tolerating a UTF-8 byte-order mark and stray spaces around column names."""
+    options = options or CsvConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"train.data_path: file {str(path)!r} not found; put your CSV there or change data_path")
+    encoding = _python_encoding(options.encoding)
+    header_line = _first_line(path, encoding, options.encoding)
+    if not header_line.strip():
+        raise DataError(f"train.data_path: {str(path)!r} is empty; it needs a header row and data rows")
+    separator = options.separator or sniff_separator(header_line, options.decimal)
+    _check_header(path, header_line, separator, options)
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=separator,
+            decimal=options.decimal,
+            encoding=encoding,
+            skipinitialspace=True,
+            keep_default_na=False,
+            na_values=options.missing_values,
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"train.data_path: {str(path)!r} is empty; it needs a header row and data rows") from None
+    except UnicodeDecodeError as exc:
+        raise _encoding_error(path, options.encoding, exc) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(
+            f"train.data_path: {str(path)!r} cannot be read with separator {_SEPARATOR_NAMES.get(separator, repr(separator))} "
+            f"({str(exc).strip()}); set train.csv.separator to the file's separator, or quote cells that contain it"
+        ) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def sniff_separator(header_line: str, decimal: str = ".") -> str:
+    """The candidate that splits the header line into the most fields (',' when none splits it)."""
+    candidates = [s for s in SEPARATORS if s != decimal]
+    counts = {s: len(next(csv.reader([header_line], delimiter=s))) for s in candidates}
+    best = max(candidates, key=lambda s: counts[s])  # max keeps the first on a tie: ',' before ';'
+    return best if counts[best] > 1 else ","
+
+
+def _python_encoding(name: str) -> str:
+    # A byte-order mark is common in exports from Excel; "utf-8-sig" reads files with and without one.
+    return "utf-8-sig" if codecs.lookup(name).name == "utf-8" else name
+
+
+def _first_line(path: Path, encoding: str, configured: str) -> str:
+    try:
+        with path.open(encoding=encoding, newline="") as handle:
+            return handle.readline()
+    except UnicodeDecodeError as exc:
+        raise _encoding_error(path, configured, exc) from None
+
+
+def _encoding_error(path: Path, configured: str, exc: UnicodeDecodeError) -> DataError:
+    byte = exc.object[exc.start : exc.start + 1].hex()
+    others = [e for e in ("latin-1", "cp1252", "utf-8") if codecs.lookup(e).name != codecs.lookup(configured).name]
+    return DataError(
+        f"train.csv.encoding: {str(path)!r} is not {configured} text (byte 0x{byte} cannot be decoded); "
+        f"set train.csv.encoding to the file's encoding, e.g. {' or '.join(map(repr, others[:2]))} "
+        "(exports from Excel on Windows are often cp1252)"
+    )
+
+
+def _check_header(path: Path, header_line: str, separator: str, options: CsvConfig) -> None:
+    """Duplicate names are refused here: pandas would silently rename them `a`, `a.1`."""
+    names = [name.strip() for name in next(csv.reader([header_line], delimiter=separator))]
+    duplicates = [name for name, count in Counter(names).items() if count > 1]
+    if duplicates:
+        name = duplicates[0]
+        raise DataError(
+            f"train.data_path: column {name!r} appears {names.count(name)} times in the header of {str(path)!r}; "
+            "rename or remove the copies so that each column has its own name"
+        )
+    if len(names) == 1 and options.separator is not None:
+        found = [s for s in SEPARATORS if s in header_line]
+        if found:
+            raise DataError(
+                f"train.csv.separator: the header of {str(path)!r} does not contain {_SEPARATOR_NAMES.get(separator, repr(separator))} "
+                f"but contains {_SEPARATOR_NAMES[found[0]]}; set train.csv.separator to {found[0]!r} or remove it to detect it"
+            )
