@@ -1,8 +1,12 @@
 """Moving a registry alias on purpose: promote a version, roll back, list versions.
 
-The registry keeps the history, so any machine can roll back: before the alias moves,
+The registry keeps the history, so any machine can roll back: when the alias moves,
 `previous-<alias>` is pointed at the version that held it. Rolling back swaps the two
-aliases (a second rollback undoes the first). An alias only ever points at a registered
+aliases (a second rollback undoes the first). Both aliases move in one step, and only if
+neither moved since they were read: on a database store one transaction with compare-and-set
+(tand.tracking.sql.move_aliases), so of two racing promotes exactly one succeeds and the other
+is refused with one line, and a process killed mid-way changes nothing. On a tracking server
+(HTTP) MLflow offers no such step: see _move_with_client. An alias only ever points at a registered
 version in status READY, and a version is registered after its run has logged every
 artifact: a promotion racing a training run lands on a complete version or is refused.
 """
@@ -18,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from tand.tracking import registry
+from tand.tracking import registry, sql
 from tand.tracking.stores import redact
 from tand.errors import NOT_FOUND_CODES, RegistryError
 from tand.schema import FeatureSchema
@@ -190,15 +194,51 @@ def promote(
                 f"version {current} until restarted)"
             )
         note = difference or None
-        # History first: if the next call fails, the alias still points at `current`, as recorded.
-        _set_alias(client, name, previous_alias(alias), current)
     if current != new_version:
-        _set_alias(client, name, alias, new_version)
+        moves = [(alias, current, new_version)]
+        if current is not None:  # history first (it matters only where the moves are not one transaction)
+            moves.insert(0, (previous_alias(alias), registry.alias_version(name, previous_alias(alias)), current))
+        _move_aliases(client, name, moves)
     return _move(client, name, alias, current, new_version, note)
 
 
 def _set_alias(client, name: str, alias: str, version: int) -> None:
     _registry_call(f"alias {alias!r}", client.set_registered_model_alias, name, alias, str(version))
+
+
+def _move_aliases(client: MlflowClient, name: str, moves: list[tuple[str, int | None, int]]) -> None:
+    """Apply (alias, version read, new version) for each alias together, or refuse with one line when
+    another writer moved one of them since it was read."""
+    uri = registry.tracking_uri()
+    moved = None
+    if sql.queried_directly(uri):
+        try:
+            moved = sql.move_aliases(uri, name, moves)
+        except sql.UnknownSchema:  # tables of another MLflow version: its client, as on a server
+            pass
+    if moved is None:
+        moved = _move_with_client(client, name, moves)
+    if not moved:
+        now = {alias: registry.alias_version(name, alias) for alias, _, _ in moves}
+        shown = ", ".join(f"'{alias}' is on {f'version {v}' if v is not None else 'no version'}" for alias, v in now.items())
+        raise RegistryError(
+            f"another promote or rollback of {name!r} moved its aliases meanwhile ({shown}); this one changed "
+            "nothing: check `invoke models` and try again if it is still wanted"
+        )
+
+
+def _move_with_client(client: MlflowClient, name: str, moves: list[tuple[str, int | None, int]]) -> bool:
+    """The tracking-server (HTTP) fallback, NOT atomic: MLflow's REST API sets one alias per call,
+    unconditionally. Each alias is re-read just before it is set and all are re-read afterwards, so a
+    race seen is reported (False), but a writer between the re-read and the write still wins
+    silently, and a process killed between the calls leaves the first alias moved alone. For
+    promotions that must be exact, point the tracking server at a database and promote against the
+    database URI."""
+    for alias, old, new in moves:
+        if registry.alias_version(name, alias) != old:
+            return False
+        _set_alias(client, name, alias, new)
+    return all(registry.alias_version(name, alias) == new for alias, _, new in moves)
 
 
 def rollback(name: str, alias: str = "production") -> Move:
@@ -215,9 +255,10 @@ def rollback(name: str, alias: str = "production") -> Move:
         )
     if previous == current:
         raise RegistryError(f"'{alias}' of {name!r} is already on version {current}, the version that held it before")
-    _set_alias(client, name, alias, previous)
+    moves = [(alias, current, previous)]
     if current is not None:
-        _set_alias(client, name, previous_alias(alias), current)
+        moves.append((previous_alias(alias), previous, current))
+    _move_aliases(client, name, moves)
     return _move(client, name, alias, current, previous, None)
 
 

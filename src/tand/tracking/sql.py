@@ -7,7 +7,8 @@ milliseconds:
 - storing an experiment's artifact location relative to the project, so database.db and mlruns/
   can be copied together (MLflow resolves it against the working directory);
 - trimming a copy of the embedded store to the one served version (the Docker image's baked store);
-- moving an alias only if it still points where it did (compare-and-set, promotion).
+- moving production and previous-production together, each only if it still points where it did
+  (compare-and-set in one transaction: promotion).
 
 The tables and columns named here are MLflow's (3.x). tests/tracking/test_sql.py runs every statement
 against a store the installed MLflow created and compares the answers with MlflowClient's: a schema
@@ -42,15 +43,13 @@ LOCATION_COLUMNS = (
     ("model_versions", "storage_location", "rowid"),
 )
 OTHER_ALIASES = "DELETE FROM registered_model_aliases WHERE NOT (name = :name AND alias = :alias)"
-# Compare-and-set: the alias moves only if it still points at the version read before (or nowhere, when
-# it pointed nowhere). MLflow's own set_registered_model_alias is an unconditional upsert.
-ALIAS_VERSION = "SELECT version FROM registered_model_aliases WHERE name = :name AND alias = :alias"
+# Compare-and-set: an alias moves only if it still points at the version read before (or is created only
+# if it still points nowhere). MLflow's own set_registered_model_alias is an unconditional upsert.
 MOVE_ALIAS = "UPDATE registered_model_aliases SET version = :new WHERE name = :name AND alias = :alias AND version = :old"
 ADD_ALIAS = (
     "INSERT INTO registered_model_aliases (workspace, name, alias, version) "
     "SELECT workspace, name, :alias, :new FROM registered_models WHERE name = :name"
 )
-STALE_RUNS = "SELECT run_uuid, start_time FROM runs WHERE status = 'RUNNING' AND experiment_id = :experiment_id"
 
 _engines: dict = {}
 
@@ -81,8 +80,26 @@ def engine(uri: str):
 
     if uri not in _engines:
         connect_args = {"connect_timeout": CONNECT_TIMEOUT} if scheme(uri) in ("postgresql", "mysql") else {}
-        _engines[uri] = sqlalchemy.create_engine(backend_uri(uri), poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
+        created = sqlalchemy.create_engine(backend_uri(uri), poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
+        if sqlite_path(uri) is not None:
+            _begin_immediately(created)
+        _engines[uri] = created
     return _engines[uri]
+
+
+def _begin_immediately(sqlite_engine) -> None:
+    """Start SQLite write transactions with BEGIN IMMEDIATE (SQLAlchemy's documented recipe). The
+    driver's deferred BEGIN takes a read lock first: two writers then each wait for the other, and
+    SQLite fails one with "database is locked" at once instead of letting it wait its turn."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(sqlite_engine, "connect")
+    def _driver_leaves_transactions_to_us(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(sqlite_engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def query_rows(uri: str, query: str, params: dict) -> list[tuple]:
@@ -129,30 +146,44 @@ def make_experiment_location_relative(uri: str, experiment_id: str, root: str) -
         connection.execute(sqlalchemy.text(RELATIVE_EXPERIMENT_LOCATION), {"location": f"{root}/{experiment_id}", "id": int(experiment_id)})
 
 
-def move_alias(uri: str, name: str, alias: str, old: int | None, new: int) -> bool:
-    """Point `alias` at `new` only if it still points at `old` (None: nowhere), in one transaction.
-    False when another writer moved it meanwhile."""
+class _LostRace(Exception):
+    pass
+
+
+def move_aliases(uri: str, name: str, moves: list[tuple[str, int | None, int]]) -> bool:
+    """Apply every (alias, old, new) of `moves` in ONE transaction, each only if the alias still points at
+    `old` (None: nowhere). Either all move or none does: False when another writer moved one of them
+    meanwhile (a promote or rollback racing this one), True when all moved.
+
+    Why this holds: each UPDATE compares and sets in one statement, and a second writer's UPDATE waits
+    for the first writer's transaction (SQLite: the database write lock; PostgreSQL and MySQL: the row
+    lock), then sees its committed version and matches nothing. A process killed mid-way leaves an
+    uncommitted transaction, which the database discards."""
     import sqlalchemy
 
-    with engine(uri).begin() as connection:
-        if old is None:
-            try:
-                done = connection.execute(sqlalchemy.text(ADD_ALIAS), {"name": name, "alias": alias, "new": new}).rowcount
-            except sqlalchemy.exc.IntegrityError:  # another writer created it first
-                return False
-        else:
-            done = connection.execute(sqlalchemy.text(MOVE_ALIAS), {"name": name, "alias": alias, "old": old, "new": new}).rowcount
-    return done == 1
-
-
-def alias_versions(uri: str, name: str, aliases: tuple[str, ...]) -> dict[str, int]:
-    """{alias: version} for those of `aliases` that exist."""
-    found = {}
-    for alias in aliases:
-        rows = query_rows(uri, ALIAS_VERSION, {"name": name, "alias": alias})
-        if rows:
-            found[alias] = int(rows[0][0])
-    return found
+    try:
+        with engine(uri).begin() as connection:
+            for alias, old, new in sorted(moves, key=lambda move: move[0]):  # one lock order for every writer
+                if old == new:
+                    continue
+                if old is None:
+                    try:
+                        done = connection.execute(sqlalchemy.text(ADD_ALIAS), {"name": name, "alias": alias, "new": new}).rowcount
+                    except sqlalchemy.exc.IntegrityError:  # another writer created it first
+                        raise _LostRace from None
+                else:
+                    done = connection.execute(
+                        sqlalchemy.text(MOVE_ALIAS), {"name": name, "alias": alias, "old": old, "new": new}
+                    ).rowcount
+                if done != 1:
+                    raise _LostRace  # leaving the block rolls back what this transaction changed
+    except _LostRace:
+        return False
+    except sqlalchemy.exc.ProgrammingError:
+        raise UnknownSchema from None
+    except sqlalchemy.exc.OperationalError as exc:  # unreachable, or SQLite locked past its timeout by another writer
+        raise RegistryError(f"moving aliases in {redact(uri)} failed: {_first_line(exc)[:200]}; nothing changed, retry") from None
+    return True
 
 
 # -- the baked store: a private sqlite3 copy, trimmed in place ---------------------------------------
