@@ -8,7 +8,6 @@ project reads config.json.
 from __future__ import annotations
 
 import codecs
-import difflib
 import json
 import logging
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from tand.config_errors import describe, did_you_mean
 from tand.errors import ConfigError
 from tand.models.catalog import known_models
 
@@ -152,7 +152,7 @@ class TrainConfig(_Section):
         if value is not None and (framework == "sklearn" or (framework is None and value != "mlp")):
             names = known_models(task)
             if value not in names:
-                raise ValueError(f"unknown {task} model {value!r}{_did_you_mean(value, names)}; known models: {', '.join(names)}")
+                raise ValueError(f"unknown {task} model {value!r}{did_you_mean(value, names)}; known models: {', '.join(names)}")
         return value
 
     @model_validator(mode="after")
@@ -231,67 +231,12 @@ class Config(BaseModel):
     test: _Section | None = Field(default=None, description="Accepted for TanD configs; unused.")
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.7)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _model_for(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = Config
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if model else None
-        annotation = field.annotation if field else None
-        model = next(
-            (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)),
-            None,
-        )
-    return model
-
-
-def _describe(error: dict) -> str:
-    loc = tuple(error["loc"])
-    where = ".".join(str(p) for p in loc) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        parent = _model_for(loc)
-        valid = sorted(f.alias or name for name, f in parent.model_fields.items()) if parent else []
-        return (
-            f"unknown key {where!r}{_did_you_mean(str(loc[-1]), valid)}; "
-            f"remove it or use one of: {', '.join(valid)}"
-        )
-    if error["type"] == "missing":
-        return f"missing required key {where!r}; add it"
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] in _TYPE_ERRORS:
-        message += f", got {_json(error['input'])}"
-        if isinstance(error["input"], str) and _is_json_number(error["input"]):
-            message += f"; write {error['input'].strip()} without quotes"
-    return f"{where}: {message}"
-
-
-# Strict-mode type errors: the message adds what the file holds, so the fix is visible in the line.
-_TYPE_ERRORS = {"int_type", "float_type", "string_type", "bool_type", "list_type", "dict_type", "int_from_float"}
-
-
-def _json(value: Any) -> str:
-    try:
-        return json.dumps(value)[:60]
-    except (TypeError, ValueError):
-        return repr(value)[:60]
-
-
-def _is_json_number(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), int | float)
-    except ValueError:
-        return False
-
-
 def parse_config(raw: dict, source: str = DEFAULT_CONFIG_PATH) -> Config:
     """The validated config; keys the chosen framework does not read are named in a warning (logged)."""
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
+        problems = "; ".join(describe(e, Config) for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
     ignored = config.train.ignored_keys()
     if ignored:
