@@ -121,3 +121,91 @@ def test_schema_documents_every_train_key():
     keys = set(json_schema()["$defs"]["TrainConfig"]["properties"])
     assert {"data_path", "labels_column", "labels", "framework", "task", "model", "model_args", "epochs"} <= keys
     assert set(Config.model_fields) >= {"train", "app", "mlflow"}
+
+
+def with_train(base: dict, **train) -> dict:
+    config = json.loads(json.dumps(base))
+    config["train"].update(train)
+    return config
+
+
+def test_tand_configs_load_without_warnings(caplog):
+    parse_config(TAND_PYTORCH)
+    parse_config(tand_sklearn())
+    assert [r for r in caplog.records if r.name == "tand.config"] == []
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("epochs", "50", 'train.epochs: Input should be a valid integer, got "50"; write 50 without quotes'),
+        ("lr", "0.1", 'train.lr: Input should be a valid number, got "0.1"; write 0.1 without quotes'),
+        ("epochs", 50.5, "train.epochs: Input should be a valid integer, got 50.5"),
+        ("seed", True, "train.seed: Input should be a valid integer, got true"),
+        ("labels", "no,yes", 'train.labels: Input should be a valid list, got "no,yes"'),
+        ("hidden_dim", "64", 'train.hidden_dim: expected a whole number or a list of them, e.g. 256 or [128, 64]; got "64"'),
+    ],
+)
+def test_a_wrong_type_stops_with_the_key_named(key, value, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_train(TAND_PYTORCH, **{key: value}))
+    assert message in str(err.value)
+
+
+def test_strict_types_elsewhere_too():
+    with pytest.raises(ConfigError, match='deploy.single_instance: Input should be a valid boolean, got "true"'):
+        parse_config({**TAND_PYTORCH, "deploy": {"single_instance": "true"}})
+
+
+def test_json_numbers_are_numbers_whether_written_1_or_1_0():
+    cfg = parse_config(with_train(TAND_PYTORCH, lr=1, dropout=0, epochs=20.0, hidden_dim=[64.0, 32]))
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 20 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.hidden_sizes == [64, 32]
+
+
+def test_a_sklearn_model_with_framework_pytorch_is_one_error_naming_both_keys():
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_train(TAND_PYTORCH, framework="pytorch", model="hist_gradient_boosting"))
+    message = str(err.value)
+    assert "`model` 'hist_gradient_boosting' is a scikit-learn model but `framework` is 'pytorch'" in message
+    assert "set framework to 'sklearn' (or remove it)" in message and "or remove `model` to train the MLP" in message
+    assert parse_config(with_train(TAND_PYTORCH, framework="pytorch", model="mlp")).train.framework == "pytorch"
+
+
+def test_pytorch_keys_written_beside_a_sklearn_model_are_named_in_a_warning(caplog):
+    # The shipped config with a model added: the PyTorch keys it still has are ignored, and said so.
+    cfg = parse_config(with_train(TAND_PYTORCH, model="hist_gradient_boosting"))
+    assert cfg.train.framework == "sklearn"
+    (record,) = [r for r in caplog.records if r.name == "tand.config"]
+    message = record.getMessage()
+    assert message.startswith("warning: config.json: train.epochs, train.batch_size, train.hidden_dim, train.log_every, train.device: ")
+    assert "train.lr" not in message  # only keys written in the file are named, not defaults
+    assert "ignored with framework 'sklearn'" in message and "remove them" in message
+
+
+def test_model_args_with_framework_pytorch_are_named_in_a_warning(caplog):
+    parse_config(with_train(TAND_PYTORCH, model_args={"n_estimators": 10}))
+    (record,) = [r for r in caplog.records if r.name == "tand.config"]
+    assert "train.model_args: read by scikit-learn models only, ignored with framework 'pytorch'" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "csv, message",
+    [
+        ({"encoding": "latin-9x"}, "train.csv.encoding: unknown encoding 'latin-9x'"),
+        ({"separator": ",", "decimal": ","}, "train.csv: separator and decimal are both ','; with decimal ',' use separator ';'"),
+        ({"separator": ";;"}, "train.csv.separator: String should have at most 1 character"),
+        ({"sep": ";"}, "unknown key 'train.csv.sep'"),
+    ],
+)
+def test_csv_options_are_checked(csv, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_train(TAND_PYTORCH, csv=csv))
+    assert message in str(err.value)
+
+
+def test_csv_options_default_to_detection_and_the_documented_missing_markers():
+    csv = parse_config(TAND_PYTORCH).train.csv
+    assert csv.separator is None and csv.encoding == "utf-8" and csv.decimal == "."
+    assert {"", "NA", "n/a", "n/a?", "?", "-", "null", "None", "NaN"} <= set(csv.missing_values)
