@@ -230,3 +230,14 @@ def test_a_header_read_as_one_column_points_at_the_separator(tmp_path):
     churn_like().to_csv(path, index=False, sep=" ")
     with pytest.raises(DataError, match="the header was read as one column: set train.csv.separator"):
         load_dataset(cfg(path, labels_column="churn"))
+
+
+def test_numbers_the_reader_kept_as_text_are_named_not_made_categories(tmp_path):
+    path = tmp_path / "d.csv"
+    churn_like().to_csv(path, index=False)  # decimal points, read with a decimal comma configured
+    with pytest.raises(DataError) as err:
+        load_dataset(cfg(path, labels_column="churn", csv={"decimal": ","}))
+    assert str(err.value).startswith("column 'charges' holds numbers stored as text (")
+    assert "list it in train.numeric to read them as numbers (and check train.csv.decimal, now ',')" in str(err.value)
+    declared = load_dataset(cfg(path, labels_column="churn", csv={"decimal": ","}, numeric=["charges"]))
+    assert declared.X["charges"].equals(churn_like()["charges"])

@@ -166,6 +166,13 @@ def _refuse_numbers_with_strays(name: str, present: pd.Series, cfg: TrainConfig)
     if "decimal" not in cfg.csv.model_fields_set:
         numbers |= text.str.match(_DECIMAL_COMMA)
     strays = text[pd.to_numeric(text, errors="coerce").isna()]
+    if len(text) and not len(strays):
+        # Every cell is a number, yet the reader kept them as text (a decimal mark other than
+        # train.csv.decimal, padding, or preprocess() returned strings): say so rather than guess.
+        raise DataError(
+            f"column {name!r} holds numbers stored as text ({text.iloc[0]!r}); list it in train.numeric to read them "
+            f"as numbers (and check train.csv.decimal, now {cfg.csv.decimal!r}), or in train.categorical to keep them as codes"
+        )
     others = text[~numbers]
     if len(strays) and numbers.mean() > MOSTLY_NUMBERS and others.nunique() <= FEW_OTHER_VALUES:
         raise _not_a_number(name, strays, cfg)
