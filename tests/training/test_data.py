@@ -241,3 +241,11 @@ def test_numbers_the_reader_kept_as_text_are_named_not_made_categories(tmp_path)
     assert "list it in train.numeric to read them as numbers (and check train.csv.decimal, now ',')" in str(err.value)
     declared = load_dataset(cfg(path, labels_column="churn", csv={"decimal": ","}, numeric=["charges"]))
     assert declared.X["charges"].equals(churn_like()["charges"])
+
+
+def test_a_separator_at_the_end_of_each_line_is_named_as_such(tmp_path):
+    path = tmp_path / "d.csv"
+    churn_like().to_csv(path, index=False)
+    path.write_text("".join(line.rstrip("\n") + ",\n" for line in path.read_text().splitlines(keepends=True)))
+    with pytest.raises(DataError, match=r"column 'Unnamed: 4' has no values \(every row is missing\) \(it has no name in the header: a separator at the end of each line\?\)"):
+        load_dataset(cfg(path, labels_column="churn"))

@@ -193,8 +193,10 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
         raise DataError("the CSV has no feature columns besides the label; add features or shorten train.to_drop")
     empty = [name for name in X.columns if X[name].isna().all()]
     if empty:
+        # pandas names a column without a header "Unnamed: N": usually a separator at the end of each line.
+        unnamed = " (it has no name in the header: a separator at the end of each line?)" if empty[0].startswith("Unnamed: ") else ""
         raise DataError(
-            f"column {empty[0]!r} has no values (every row is missing), so nothing can be learnt from it; "
+            f"column {empty[0]!r} has no values (every row is missing){unnamed}, so nothing can be learnt from it; "
             "add it to train.to_drop"
         )
     features = tuple(_infer_feature(X[name], name, cfg) for name in X.columns)

@@ -88,7 +88,8 @@ def _encoding_error(path: Path, configured: str, exc: UnicodeDecodeError) -> Dat
 def _check_header(path: Path, header_line: str, separator: str, options: CsvConfig) -> None:
     """Duplicate names are refused here: pandas would silently rename them `a`, `a.1`."""
     names = [name.strip() for name in next(csv.reader([header_line], delimiter=separator))]
-    duplicates = [name for name, count in Counter(names).items() if count > 1]
+    # Empty names are not duplicates: pandas names them "Unnamed: N" (checked later as columns with no values).
+    duplicates = [name for name, count in Counter(names).items() if count > 1 and name]
     if duplicates:
         name = duplicates[0]
         raise DataError(
