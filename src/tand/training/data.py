@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def _infer_feature(column: pd.Series, name: str, cfg: TrainConfig) -> Feature:
         if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
             converted = pd.to_numeric(present, errors="coerce")
             if converted.isna().any():
-                raise _not_a_number(name, present[converted.isna()], cfg)
+                strays = present[converted.isna()].astype(str)
+                raise _not_a_number(name, list(dict.fromkeys(strays)), len(strays), cfg)
             present = converted
         integral = bool(len(present)) and bool((present % 1 == 0).all())
         distinct = present.nunique()
@@ -143,39 +145,39 @@ def _first_row(index: pd.Index) -> str:
     return f" (first: line {first + 2} of the CSV)" if isinstance(first, int | np.integer) else ""
 
 
-def _not_a_number(name: str, strays: pd.Series, cfg: TrainConfig) -> DataError:
-    """The line for number cells that do not parse: a decimal comma, or a missing marker we do not know."""
-    strays = strays.astype(str)
-    commas = strays[strays.str.match(_DECIMAL_COMMA)]
-    if len(commas) and "decimal" not in cfg.csv.model_fields_set:
+def _not_a_number(name: str, strays: list[str], rows: int, cfg: TrainConfig) -> DataError:
+    """The line for number cells that do not parse (`strays`: distinct values, most telling first): a decimal
+    comma, or a missing marker we do not know."""
+    commas = [v for v in strays if re.match(_DECIMAL_COMMA, v)]
+    if commas and "decimal" not in cfg.csv.model_fields_set:
         return DataError(
-            f"train.csv.decimal: column {name!r} holds {commas.iloc[0]!r}, a number with a decimal comma; "
+            f"train.csv.decimal: column {name!r} holds {commas[0]!r}, a number with a decimal comma; "
             "set train.csv.decimal to ','"
         )
-    others = list(dict.fromkeys(strays))[:FEW_OTHER_VALUES]
     return DataError(
-        f"train.numeric: column {name!r} holds {strays.iloc[0]!r}, not a number ({len(strays)} row(s); values "
-        f"{', '.join(map(repr, others))}); if that means missing, add it to train.csv.missing_values; "
+        f"train.numeric: column {name!r} holds {strays[0]!r}, not a number ({rows} row(s); values "
+        f"{', '.join(map(repr, strays[:FEW_OTHER_VALUES]))}); if that means missing, add it to train.csv.missing_values; "
         f"else fix the CSV or list {name!r} in train.categorical"
     )
 
 
 def _refuse_numbers_with_strays(name: str, present: pd.Series, cfg: TrainConfig) -> None:
-    text = present.astype(str)
-    numbers = pd.to_numeric(text, errors="coerce").notna()
-    if "decimal" not in cfg.csv.model_fields_set:
-        numbers |= text.str.match(_DECIMAL_COMMA)
-    strays = text[pd.to_numeric(text, errors="coerce").isna()]
-    if len(text) and not len(strays):
+    """A text column that is numbers but for a few distinct values is refused with those values named.
+    Works on distinct values, so a million-row category column costs one value_counts."""
+    counts = present.value_counts()
+    text = pd.Series(counts.index.astype(str))
+    parsed = pd.to_numeric(text, errors="coerce").notna().to_numpy()
+    if parsed.all():
         # Every cell is a number, yet the reader kept them as text (a decimal mark other than
         # train.csv.decimal, padding, or preprocess() returned strings): say so rather than guess.
         raise DataError(
             f"column {name!r} holds numbers stored as text ({text.iloc[0]!r}); list it in train.numeric to read them "
             f"as numbers (and check train.csv.decimal, now {cfg.csv.decimal!r}), or in train.categorical to keep them as codes"
         )
-    others = text[~numbers]
-    if len(strays) and numbers.mean() > MOSTLY_NUMBERS and others.nunique() <= FEW_OTHER_VALUES:
-        raise _not_a_number(name, strays, cfg)
+    numbers = parsed | (text.str.match(_DECIMAL_COMMA).to_numpy() if "decimal" not in cfg.csv.model_fields_set else False)
+    weights = counts.to_numpy()
+    if weights[numbers].sum() > MOSTLY_NUMBERS * weights.sum() and (~numbers).sum() <= FEW_OTHER_VALUES:
+        raise _not_a_number(name, list(text[~parsed]), int(weights[~parsed].sum()), cfg)
 
 
 def load_dataset(cfg: TrainConfig) -> Dataset:
