@@ -15,7 +15,11 @@ from conftest import INVOKE, example_frame, make_project, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and fork (Linux)")]
 
-QUICK = {"framework": "sklearn", "model": "logistic_regression"}
+def _quick() -> dict:
+    """The example config with a quick scikit-learn model (and none of the MLP's keys, which would warn)."""
+    config = tiny_config(framework="sklearn", model="logistic_regression")
+    config["train"] = {k: v for k, v in config["train"].items() if k not in ("epochs", "batch_size", "hidden_dim", "patience")}
+    return config
 
 
 def _start_train(project, *args: str) -> subprocess.Popen:
@@ -64,7 +68,7 @@ def test_two_trainings_at_once_on_a_fresh_store_both_succeed(tmp_path):
     """Both create the store, the experiment and the registered model at the same moment."""
     for attempt in range(3):
         project = make_project(tmp_path / f"attempt{attempt}")
-        project.write_config(tiny_config(**QUICK))
+        project.write_config(_quick())
         trainings = [_start_train(project) for _ in range(2)]
         outputs = [process.communicate(timeout=300) for process in trainings]
         for process, (out, err) in zip(trainings, outputs, strict=True):
@@ -77,7 +81,7 @@ def test_two_trainings_at_once_on_a_fresh_store_both_succeed(tmp_path):
 def test_a_killed_training_leaves_no_process_and_its_run_is_failed_by_the_next(tmp_path):
     project = make_project(tmp_path / "project")
     experiment = tiny_config()["mlflow"]["experiment_name"]
-    project.write_config(tiny_config(**QUICK))
+    project.write_config(_quick())
     first = project.invoke("train", "--quiet")
     assert first.returncode == 0, first.stderr[-3000:]
     project.write_config(tiny_config(epochs=100_000))  # the PyTorch MLP: training outlasts the test's patience
@@ -99,10 +103,60 @@ def test_a_killed_training_leaves_no_process_and_its_run_is_failed_by_the_next(t
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if killed.info.run_id in line)
     assert f"pid {training.pid} on" in line and "stale: that process is gone" in line, listed.stdout
-    project.write_config(tiny_config(**QUICK))
+    project.write_config(_quick())
     done = project.invoke("train", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     marked = [line for line in done.stdout.splitlines() if line.startswith("marked 1 run(s) FAILED")]
     assert len(marked) == 1 and killed.info.run_id in marked[0], done.stdout
     statuses = {run.info.run_id: run.info.status for run in _runs(project, experiment)}
     assert statuses[killed.info.run_id] == "FAILED" and list(statuses.values()).count("FINISHED") == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs mounted where the project keeps its artifacts (mlruns/); skipped where mounting is not allowed."""
+    project = make_project(tmp_path / "project")
+    mount_point = project.path / "mlruns"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a disk-full test needs a small tmpfs, and mounting one is not permitted here: {mounted.stderr.strip()}")
+    try:
+        yield project
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def _fill(folder: Path, leave: int) -> None:
+    """Write one file that leaves about `leave` bytes free on the file system holding `folder`."""
+    stats = os.statvfs(folder)
+    free = stats.f_bavail * stats.f_frsize
+    with open(folder / "filler", "wb") as filler:
+        filler.write(b"\0" * max(free - leave, 0))
+
+
+@pytest.mark.parametrize("leave_kb", [0, 40, 160], ids=["full", "room-for-the-small-files", "room-for-the-model"])
+def test_a_full_disk_is_one_line_the_run_failed_and_production_kept(small_disk, leave_kb):
+    from mlflow import MlflowClient
+
+    project = small_disk
+    name, experiment = tiny_config()["mlflow"]["model_name"], tiny_config()["mlflow"]["experiment_name"]
+    project.write_config(_quick())
+    first = project.invoke("train", "--quiet")
+    assert first.returncode == 0, first.stderr[-3000:]
+    _fill(project.path / "mlruns", leave_kb * 1024)
+
+    done = project.invoke("train", "--quiet")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: disk full while writing "), done.stderr[-3000:]
+    statuses = sorted(run.info.status for run in _runs(project, experiment))
+    assert statuses == ["FAILED", "FINISHED"], "the database is on another disk: the run is marked FAILED, none RUNNING"
+    client = MlflowClient(tracking_uri=project.tracking_uri)
+    assert project.versions(name) == [1]
+    assert int(client.get_model_version_by_alias(name, "production").version) == 1
+    (project.path / "mlruns" / "filler").unlink()
+    again = project.invoke("train", "--quiet")
+    assert again.returncode == 0 and project.versions(name) == [1, 2], again.stderr[-3000:]

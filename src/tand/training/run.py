@@ -143,12 +143,22 @@ def _disk_full(exc: BaseException) -> DiskFull | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = exc.filename or "the run's files"
+            where = exc.filename2 or exc.filename or _run_artifacts()  # a copy's destination is filename2
             return DiskFull(f"disk full while writing {where}; free some space there and train again")
         if "database or disk is full" in str(exc):
             return DiskFull("disk full while writing the tracking database; free some space there and train again")
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _run_artifacts() -> str:
+    import mlflow
+
+    try:
+        run = mlflow.last_active_run()
+    except Exception:  # noqa: BLE001 - only to name the place in the message; the store may be what failed
+        run = None
+    return f"the run's artifacts in {run.info.artifact_uri}" if run is not None else "the run's artifacts"
 
 
 def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True, processes: bool = False) -> TrainResult:

@@ -20,6 +20,7 @@ blocking on a pipe nobody reads.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -80,6 +81,8 @@ def _reply(connection, work):
         return result
     except TandError as exc:
         connection.send(("error", exc))
+    except OSError as exc:  # a full disk arrives as itself, so the main process names it in one line
+        connection.send(("error", exc) if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ("crash", traceback.format_exc()))
     except BaseException:
         connection.send(("crash", traceback.format_exc()))
     return None
