@@ -231,9 +231,8 @@ def _move_with_client(client: MlflowClient, name: str, moves: list[tuple[str, in
     """The tracking-server (HTTP) fallback, NOT atomic: MLflow's REST API sets one alias per call,
     unconditionally. Each alias is re-read just before it is set and all are re-read afterwards, so a
     race seen is reported (False), but a writer between the re-read and the write still wins
-    silently, and a process killed between the calls leaves the first alias moved alone. For
-    promotions that must be exact, point the tracking server at a database and promote against the
-    database URI."""
+    silently, and a process killed between the calls leaves the first alias moved alone (history
+    first, so `production` still points at the version `previous-production` names)."""
     for alias, old, new in moves:
         if registry.alias_version(name, alias) != old:
             return False
