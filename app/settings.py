@@ -21,6 +21,25 @@ class SettingsError(TandError):
 
 
 @dataclass(frozen=True)
+class HttpLimits:
+    """What one connection may cost the server before the app sees a request (app/http_limits.py applies them)."""
+
+    max_header_bytes: int = 64 * 1024  # request line and headers together; over it: 431 and close
+    header_timeout: float = 10.0  # seconds from connection (or a request's first byte) to complete headers
+    body_timeout: float = 30.0  # seconds from complete headers to the end of the body (chunked included)
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> HttpLimits:
+        env = os.environ if environ is None else environ
+        default = cls()
+        return cls(
+            max_header_bytes=_number(env, "MAX_HEADER_BYTES", default.max_header_bytes, int, minimum=1024),
+            header_timeout=_number(env, "HEADER_TIMEOUT", default.header_timeout, float, minimum=0.1),
+            body_timeout=_number(env, "BODY_TIMEOUT", default.body_timeout, float, minimum=0.1),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     api_token: str = field(repr=False)
     model_name: str
@@ -30,6 +49,7 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_rows: int = 10_000
     cache_dir: Path | None = None  # compiled-model snapshots for fast cold starts; None = off
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:
         _require_token(self.api_token)
@@ -56,6 +76,8 @@ class Settings:
             max_body_bytes=_number(env, "MAX_BODY_BYTES", config["max_body_bytes"], int, minimum=1024),
             max_batch_rows=_number(env, "MAX_BATCH_ROWS", config["max_batch_rows"], int, minimum=1),
             cache_dir=_cache_dir(env),
+            # Read here too so a bad value stops the start-up with one line, not the first connection.
+            http_limits=HttpLimits.from_env(env),
         )
 
 

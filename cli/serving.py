@@ -12,11 +12,15 @@ from tand.tracking.stores import redact
 from cli.common import REPO_ROOT, known_errors, load_env
 
 APP_FACTORY = "app.main:create_app"
+# uvicorn's httptools protocol with header-size and slow-client limits, and query values kept out of the
+# access log (app/http_limits.py; its settings: MAX_HEADER_BYTES, HEADER_TIMEOUT, BODY_TIMEOUT).
+HTTP_PROTOCOL = "app.http_limits:LimitedHttpToolsProtocol"
 
 
 def uvicorn_command(host: str, port: int, workers: int, reload: bool) -> list[str]:
     """The uvicorn command line (an argument list: nothing goes through a shell)."""
-    command = [sys.executable, "-m", "uvicorn", "--factory", APP_FACTORY, "--host", str(host), "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", "--factory", APP_FACTORY, "--http", HTTP_PROTOCOL,
+               "--host", str(host), "--port", str(port)]
     if reload:
         # --reload runs one process that restarts when the code changes; --workers does not apply.
         command += ["--reload", "--reload-dir", str(REPO_ROOT / "app"), "--reload-dir", str(REPO_ROOT / "src")]

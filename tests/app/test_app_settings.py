@@ -8,10 +8,10 @@ import pytest
 from conftest import EXAMPLE_CONFIG
 
 from tand.tracking.lookup import AliasTarget, lookup_alias
-from app.settings import EXAMPLE_TOKEN, Settings, SettingsError
+from app.settings import EXAMPLE_TOKEN, HttpLimits, Settings, SettingsError
 from app_support import REPO, copy_store
 from tand.errors import RegistryError
-from cli.serving import uvicorn_command
+from cli.serving import HTTP_PROTOCOL, uvicorn_command
 
 
 @pytest.fixture
@@ -57,6 +57,9 @@ def test_the_environment_wins_and_model_stage_is_read_as_an_alias(config_file):
         ({"API_TOKEN": "t", "MAX_BATCH_ROWS": "0"}, "MAX_BATCH_ROWS='0' must be at least 1"),
         ({"API_TOKEN": "t", "MODEL_ALIAS": "no spaces"}, "is not a registry alias"),
         ({"API_TOKEN": "t", "TAND_CONFIG": "/nowhere.json"}, "config file not found"),
+        ({"API_TOKEN": "t", "MAX_HEADER_BYTES": "512"}, "MAX_HEADER_BYTES='512' must be at least 1024"),
+        ({"API_TOKEN": "t", "HEADER_TIMEOUT": "0"}, "HEADER_TIMEOUT='0' must be at least 0.1"),
+        ({"API_TOKEN": "t", "BODY_TIMEOUT": "long"}, "BODY_TIMEOUT='long' is not a number"),
     ],
 )
 def test_bad_settings_say_which_variable(env, message, config_file):
@@ -69,9 +72,22 @@ def test_the_example_token_is_flagged(config_file):
     assert Settings.from_env({"API_TOKEN": EXAMPLE_TOKEN, "TAND_CONFIG": str(config_file)}).uses_example_token
 
 
-def test_the_serve_command_runs_uvicorn_through_the_factory():
+def test_http_limits_have_defaults_and_come_from_the_environment(config_file):
+    base = {"API_TOKEN": "t", "TAND_CONFIG": str(config_file)}
+    assert Settings.from_env(base).http_limits == HttpLimits(max_header_bytes=65536, header_timeout=10.0, body_timeout=30.0)
+    env = {**base, "MAX_HEADER_BYTES": "16384", "HEADER_TIMEOUT": "2.5", "BODY_TIMEOUT": "60"}
+    assert Settings.from_env(env).http_limits == HttpLimits(16384, 2.5, 60.0)
+
+
+def test_the_serve_command_runs_uvicorn_through_the_factory_with_the_limited_protocol():
     command = uvicorn_command("127.0.0.1", 8000, 2, False)
-    assert command[1:] == ["-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1", "--port", "8000", "--workers", "2"]
+    assert command[1:] == ["-m", "uvicorn", "--factory", "app.main:create_app", "--http", "app.http_limits:LimitedHttpToolsProtocol",
+                           "--host", "127.0.0.1", "--port", "8000", "--workers", "2"]
+    from uvicorn.importer import import_from_string
+
+    from app.http_limits import PROTOCOL, LimitedHttpToolsProtocol
+
+    assert HTTP_PROTOCOL == PROTOCOL and import_from_string(HTTP_PROTOCOL) is LimitedHttpToolsProtocol
     assert "--reload" in uvicorn_command("0.0.0.0", 80, 4, True) and "--workers" not in uvicorn_command("0.0.0.0", 80, 4, True)
 
 
