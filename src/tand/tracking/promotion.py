@@ -229,13 +229,13 @@ def _move_aliases(client: MlflowClient, name: str, moves: list[tuple[str, int | 
 
 def _move_with_client(client: MlflowClient, name: str, moves: list[tuple[str, int | None, int]]) -> bool:
     """The tracking-server (HTTP) fallback, NOT atomic: MLflow's REST API sets one alias per call,
-    unconditionally. Each alias is re-read just before it is set and all are re-read afterwards, so a
-    race seen is reported (False), but a writer between the re-read and the write still wins
-    silently, and a process killed between the calls leaves the first alias moved alone (history
-    first, so `production` still points at the version `previous-production` names)."""
-    for alias, old, new in moves:
-        if registry.alias_version(name, alias) != old:
-            return False
+    unconditionally. All aliases are re-read just before they are set (a race seen there changes
+    nothing) and again afterwards (a race seen there is reported), but a writer between the re-read
+    and the writes still wins silently, and a process killed between the two calls leaves
+    `previous-<alias>` on the version `<alias>` still holds (the older rollback target is lost)."""
+    if any(registry.alias_version(name, alias) != old for alias, old, _ in moves):
+        return False
+    for alias, _, new in moves:
         _set_alias(client, name, alias, new)
     return all(registry.alias_version(name, alias) == new for alias, _, new in moves)
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from conftest import example_csv, tiny_config
-from team_support import fresh_database, pg_uri, require_postgres
+from team_support import fresh_database, pg_uri, require_postgres, start_tracking_server
 
 from tand.errors import RegistryError
 
@@ -152,3 +152,36 @@ def test_the_two_aliases_move_together_or_not_at_all(store):
     assert _aliases() == {"production": 2, "previous-production": 1}
     assert sql.move_aliases(store, NAME, [("previous-production", 1, 2), ("production", 2, 3)]) is True
     assert _aliases() == {"production": 3, "previous-production": 2}
+
+
+@pytest.fixture
+def server_store(tmp_path, monkeypatch):
+    """A tracking server (HTTP) on a SQLite store, holding versions 1-3 of NAME."""
+    import mlflow
+
+    server, uri = start_tracking_server(tmp_path, f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        _three_versions(uri, None)
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(None)
+        server.stop()
+
+
+@pytest.mark.slow
+def test_through_a_tracking_server_aliases_move_by_the_client_and_a_race_seen_is_refused(server_store):
+    from mlflow import MlflowClient
+
+    from tand.tracking.promotion import _move_with_client, promote, rollback
+
+    _start_from(production=1, previous=None)
+    assert promote(NAME, version=2).old.version == 1
+    assert _aliases() == {"production": 2, "previous-production": 1}
+    rollback(NAME)
+    assert _aliases() == {"production": 1, "previous-production": 2}
+    # Read as production 2, but another writer has put it on 1 since: nothing is written.
+    assert _move_with_client(MlflowClient(), NAME, [("previous-production", 2, 3), ("production", 2, 3)]) is False
+    assert _aliases() == {"production": 1, "previous-production": 2}
