@@ -8,7 +8,7 @@ multiples are in tand.training.feature_plots.
 
 from __future__ import annotations
 
-from tand.training import feature_plots  # first: it selects the headless backend
+from tand.training import canvas, feature_plots  # first: canvas selects the headless backend
 
 import pandas as pd  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
@@ -16,11 +16,11 @@ from sklearn import metrics as skm  # noqa: E402
 from tand.training.evaluate import Predictions  # noqa: E402
 from tand.schema import FeatureSchema  # noqa: E402
 
-DPI = feature_plots.DPI
+DPI = canvas.DPI
 
 
 def _figure(width: float, height: float, **kwargs):
-    fig = feature_plots.new_figure(width, height, layout="constrained")
+    fig = canvas.new_figure(width, height, layout="constrained")
     return fig, fig.subplots(**kwargs)
 
 
