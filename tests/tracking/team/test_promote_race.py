@@ -3,7 +3,7 @@ the loser is one clear error, and `previous-production` keeps naming the version
 
 from __future__ import annotations
 
-import os
+import contextlib
 import threading
 
 import pytest
@@ -11,6 +11,7 @@ from conftest import example_csv, tiny_config
 from team_support import fresh_database, pg_uri, require_postgres, start_tracking_server
 
 from tand.errors import RegistryError
+from tand.tracking import sql
 
 NAME = "race-model"
 LOST = "moved its aliases meanwhile"
@@ -46,25 +47,18 @@ def store(request, tmp_path, monkeypatch):
     import mlflow
 
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if request.param == "sqlite":
-        uri = f"sqlite:///{tmp_path / 'database.db'}"
-        database = None
-    else:
-        require_postgres()
-        database = fresh_database()
-        uri = "postgresql+psycopg://" + pg_uri(database.__enter__()).removeprefix("postgresql://")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if request.param == "sqlite":
+            uri = f"sqlite:///{tmp_path / 'database.db'}"
+        else:
+            require_postgres()
+            uri = "postgresql+psycopg://" + pg_uri(cleanup.enter_context(fresh_database())).removeprefix("postgresql://")
+            cleanup.callback(sql._engines.pop, uri, None)  # its engine outlives nothing: the database is dropped
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        cleanup.callback(mlflow.set_tracking_uri, None)
         _three_versions(uri, str(tmp_path / "mlruns"))
         yield uri
-    finally:
-        mlflow.set_tracking_uri(None)
-        if database is not None:
-            from tand.tracking import sql
-
-            sql._engines.pop(uri, None)
-            database.__exit__(None, None, None)
 
 
 def _aliases() -> dict[str, int]:
