@@ -22,7 +22,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 
 from tand.config import TrainConfig
-from tand.schema import FeatureSchema
+from tand.schema import Feature, FeatureSchema
 from tand.training import feature_plots, plots
 from tand.training.data import load_dataset, split
 from tand.training.evaluate import Predictions, predict
@@ -184,26 +184,63 @@ def _overlap(a, b, slack: float = 1.0) -> bool:
     return a.x0 + slack < b.x1 and b.x0 + slack < a.x1 and a.y0 + slack < b.y1 and b.y0 + slack < a.y1
 
 
+def assert_readable(fig, where: str) -> None:
+    """No text cut at the figure's edge, none running into another, no subplot's labels in its neighbour's space."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    texts = _texts(fig, renderer)
+    assert texts, where
+    for text, box in texts:
+        at = f"{where}: {text.get_text()!r} at {box}"
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, "cut at the edge: " + at
+    for i, (text, box) in enumerate(texts):
+        for other, other_box in texts[i + 1:]:
+            if text.axes is other.axes or text.axes is None or other.axes is None:
+                assert not _overlap(box, other_box), f"{where}: {text.get_text()!r} runs into {other.get_text()!r}"
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for i, ax in enumerate(axes):
+        for other in axes[i + 1:]:
+            assert not _overlap(ax.get_tightbbox(renderer), other.get_tightbbox(renderer)), f"{where}: subplots overlap"
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_no_text_is_cut_at_the_edge_or_runs_into_another(rendered, name):
-    figures = rendered(name).figures
-    for file, fig in figures.items():
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
-        width, height = fig.bbox.width, fig.bbox.height
-        texts = _texts(fig, renderer)
-        assert texts, file
-        for text, box in texts:
-            where = f"{name}/{file}: {text.get_text()!r} at {box}"
-            assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, "cut at the edge: " + where
-        for i, (text, box) in enumerate(texts):
-            for other, other_box in texts[i + 1:]:
-                if text.axes is other.axes or text.axes is None or other.axes is None:
-                    assert not _overlap(box, other_box), f"{name}/{file}: {text.get_text()!r} runs into {other.get_text()!r}"
-        axes = [ax for ax in fig.axes if ax.get_visible()]
-        for i, ax in enumerate(axes):  # a subplot's labels and title stay out of its neighbours' space
-            for other in axes[i + 1:]:
-                assert not _overlap(ax.get_tightbbox(renderer), other.get_tightbbox(renderer)), f"{name}/{file}: subplots overlap"
+    for file, fig in rendered(name).figures.items():
+        assert_readable(fig, f"{name}/{file}")
+
+
+def test_degenerate_columns_render_readably():
+    """A feature missing in every test row, a constant one, a class never predicted, a huge-valued feature."""
+    rows = 60
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({
+        "never_measured": np.full(rows, np.nan),
+        "constant": np.full(rows, 3.0),
+        "revenue_in_cents": rng.uniform(1e8, 9e8, rows),
+        "region": np.full(rows, None, dtype=object),
+        "tier": rng.choice(["gold", "silver"], rows).astype(object),
+    })
+    schema = FeatureSchema(
+        features=(
+            Feature("never_measured", "numeric", "number"), Feature("constant", "numeric", "number"),
+            Feature("revenue_in_cents", "numeric", "number"), Feature("region", "categorical", "string", ("north",)),
+            Feature("tier", "categorical", "string", ("gold", "silver")),
+        ),
+        task="classification", label="churned", classes=("stayed", "left"),
+    )
+    proba = np.column_stack([np.full(rows, 0.8), np.full(rows, 0.2)])
+    p = Predictions(rng.choice(["stayed", "left"], rows), np.full(rows, "stayed"), proba, schema.classes)
+    figures = plots.evaluation_figures(X, p, schema)
+    try:
+        assert set(figures) == EXPECTED["churn"]
+        for file, fig in figures.items():
+            assert_readable(fig, file)
+            _png(fig)
+        texts = [t.get_text() for t in figures["numeric_features.png"].axes[0].texts]
+        assert "never_measured (100% missing)" in texts and "no values in the test split" in texts and "constant" in texts
+    finally:
+        plots.close(figures)
 
 
 @pytest.mark.parametrize("name", ["churn", "breast_cancer", "wine", "churn_contract"])

@@ -54,7 +54,7 @@ def grouped(values: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def _percent(value: float) -> str:
-    return f"{value:.0%}"
+    return f"{100 * value:.3g}%"  # 0.5%, 15%, 100%: small shares stay apart
 
 
 def _category_bars(p: Predictions, masks: list) -> tuple[list, float, object]:
@@ -172,6 +172,9 @@ def numeric_figure(X: pd.DataFrame, p: Predictions, schema: FeatureSchema):
         missing = 1 - known.mean()
         label = name + (f" ({missing:.0%} missing)" if missing else "")
         canvas.text((x0 + x1) / 2, bottom + 1.47, fit(label, LABEL, 1.95), size=LABEL, ha="center", va="center")
+        if not known.any():
+            canvas.text((x0 + x1) / 2, (y0 + y1) / 2, "no values in the test split", ha="center", va="center")
+            continue
         if regression:
             low, high = _padded(values[known])
             for target, series in ((p.y_true, "actual"), (p.y_pred, "predicted")):
@@ -193,7 +196,7 @@ def numeric_figure(X: pd.DataFrame, p: Predictions, schema: FeatureSchema):
 def _class_histograms(canvas, values, known, p, colors, area) -> tuple[float, float, float]:
     """Step histograms of `values` per predicted class in `area` (inches); returns the x range and tallest share."""
     x0, x1, y0, y1 = area
-    edges = np.histogram_bin_edges(values[known], bins=15) if known.any() else np.linspace(0, 1, 16)
+    edges = np.histogram_bin_edges(values[known], bins=15)
     low, high = float(edges[0]), float(edges[-1])
     shares = {}
     for label in p.classes:
