@@ -57,7 +57,7 @@ def _percent(value: float) -> str:
     return f"{100 * value:.3g}%"  # 0.5%, 15%, 100%: small shares stay apart
 
 
-def _category_bars(p: Predictions, masks: list) -> tuple[list, float, object]:
+def _category_bars(p: Predictions, masks: list) -> tuple[list, float]:
     """Per category, the bars to draw: (actual segments, predicted segments), each [(left, width, colour)]."""
     colors = class_colors(p.classes)
     binary = len(p.classes) == 2
@@ -73,7 +73,7 @@ def _category_bars(p: Predictions, masks: list) -> tuple[list, float, object]:
                 left_a, left_p = left_a + share_a, left_p + share_p
         bars.append((actual, predicted))
     top = max([0.05] + [seg[0] + seg[1] for pair in bars for side in pair for seg in side]) if binary else 1.0
-    return bars, top, colors
+    return bars, top
 
 
 def _faded(color: str):
@@ -122,12 +122,14 @@ def _category_cell(canvas, left, bottom, width, height, name, group, labels, p, 
     masks = [values == c for c in order]
     x0, x1 = left + label_room, left + width - 0.25
     y_top = bottom + height - 0.32
-    canvas.text((x0 + x1) / 2, bottom + height - 0.12, fit(name, TITLE, width - 0.1), size=TITLE, ha="center", va="center")
+    center = (x0 + x1) / 2  # over the bars, which sit right of the labels: room is twice the nearer cell edge
+    room = 2 * min(center - left, left + width - center) - 0.1
+    canvas.text(center, bottom + height - 0.12, fit(name, TITLE, room), size=TITLE, ha="center", va="center")
     if p.classes is None:
         means = [(float(np.mean(p.y_true[m])), float(np.mean(p.y_pred[m]))) for m in masks]
         low, high = _padded(np.array(means).ravel(), 0.08)
     else:
-        bars, high, _ = _category_bars(p, masks)
+        bars, high = _category_bars(p, masks)
         low = 0.0
     scale = (x1 - x0) / (high - low)
     for j, label in enumerate(labels):
@@ -170,8 +172,8 @@ def numeric_figure(X: pd.DataFrame, p: Predictions, schema: FeatureSchema):
         values = X[name].to_numpy(dtype=float)
         known = ~np.isnan(values)
         missing = 1 - known.mean()
-        label = name + (f" ({missing:.0%} missing)" if missing else "")
-        canvas.text((x0 + x1) / 2, bottom + 1.47, fit(label, LABEL, 1.95), size=LABEL, ha="center", va="center")
+        label = name + (f" ({missing:.0%} missing)" if missing >= 0.005 else " (<1% missing)" if missing else "")
+        canvas.text(left + 1.0, bottom + 1.47, fit(label, LABEL, 1.9), size=LABEL, ha="center", va="center")  # cell: 2 in
         if not known.any():
             canvas.text((x0 + x1) / 2, (y0 + y1) / 2, "no values in the test split", ha="center", va="center")
             continue
