@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import example_csv
 
 REPO = Path(__file__).resolve().parents[3]
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO)]
@@ -243,7 +244,7 @@ def write_project(root: Path, config: dict) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
-    shutil.copy(REPO / "data" / "data.csv", root / "data" / "data.csv")
+    shutil.copy(example_csv(), root / "data" / "data.csv")
     config = json.loads(json.dumps(config))
     config["train"]["data_path"] = str(root / "data" / "data.csv")
     (root / "config.json").write_text(json.dumps(config, indent=2))
