@@ -13,8 +13,9 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
-from tand.config import DEFAULT_TRACKING_URI
+from tand.config import DEFAULT_TRACKING_URI, EXAMPLE_TOKEN
 from cli.common import known_errors, load_env, whole_number
+from cli.envfiles import parse_env_file
 
 # docker run's own exit codes when the server is stopped with Ctrl-C (130) or `docker stop` (143).
 _STOPPED = (0, 130, 143)
@@ -54,11 +55,15 @@ def docker_build(c, tag=None, network=None):
     else:
         print("no store baked: the container loads the model from MLFLOW_TRACKING_URI (env_files/docker_app.env)")
     tag = tag or container.image_tag(name)
+    previous = container.image_id(tag)
     started = time.monotonic()
     result = c.run(container.build_command(tag, network), echo=True, warn=True, pty=False)
     if not result.ok:
         raise Exit(f"error: docker build failed (exit {result.exited}); see its output above", code=1)
     print(f"{container.size_report(tag, project / 'Dockerfile')}, in {time.monotonic() - started:.0f} s")
+    # The image the tag named before is now untagged: remove it unless a container still uses it.
+    if previous and previous != container.image_id(tag) and container.remove_if_untagged(previous):
+        print(f"removed the previous {tag} image ({previous.removeprefix('sha256:')[:12]}), left untagged by this build")
     print(f"run it: invoke docker-run --tag {tag}")
 
 
@@ -66,13 +71,14 @@ def docker_build(c, tag=None, network=None):
     help={
         "tag": "Image to run (default: <model name>-api:latest).",
         "port": "Port on this machine (default 8000); with --network host the container listens on it itself.",
-        "network": "Docker network, e.g. host (then PORT is set to --port) or none.",
+        "host": "Interface to serve on (default 127.0.0.1, this machine only); beyond it, the example token is refused.",
+        "network": "Docker network, e.g. host (then HOST and PORT are set to --host and --port) or none.",
         "detach": "Run in the background and print the container id (stop it with docker stop ID).",
         "name": "Container name.",
     }
 )
-def docker_run(c, tag=None, port=8000, network=None, detach=False, name=None):
-    """Run the API's image with env_files/docker_app.env (token, tracking URI, alias)."""
+def docker_run(c, tag=None, port=8000, host="127.0.0.1", network=None, detach=False, name=None):
+    """Run the API's image with env_files/docker_app.env (token, tracking URI, alias); your environment wins."""
     from tand.shipping import docker as container
 
     project = Path.cwd()
@@ -82,12 +88,32 @@ def docker_run(c, tag=None, port=8000, network=None, detach=False, name=None):
         raise Exit(f"error: --port {port} is not a TCP port (1-65535)", code=1)
     if not env_file.is_file():
         raise Exit(f"error: {env_file} is missing; it holds the container's settings (API_TOKEN, MLFLOW_TRACKING_URI)", code=1)
+    try:
+        settings = parse_env_file(env_file)
+    except ValueError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    # As everywhere else, a variable already set in your environment wins over the file: docker takes it
+    # from the environment (`--env NAME`), so its value is never on the command line that is echoed.
+    passed = [key for key in settings if key in os.environ]
+    token = os.environ.get("API_TOKEN", settings.get("API_TOKEN", ""))
+    if token == EXAMPLE_TOKEN and container.reachable_from_other_machines(host, network):
+        # Refused, not warned: the example token is public (it is in this template), and a detached
+        # container's warning is read by no one.
+        raise Exit(
+            f"error: refusing to serve on {host} with the example API_TOKEN from {container.DOCKER_APP_ENV}: anyone who "
+            "can reach this machine could call the API; export API_TOKEN=$(python -c \"import secrets; "
+            "print(secrets.token_urlsafe(32))\") first, or serve on --host 127.0.0.1",
+            code=1,
+        )
     with known_errors():
         container.require_engine()
         tag = tag or container.image_tag(_served_model(project)[0])
-    command = container.run_command(tag, port, network, container.DOCKER_APP_ENV, detach=detach, name=name)
+    command = container.run_command(tag, port, network, container.DOCKER_APP_ENV, detach=detach, name=name, host=host,
+                                    pass_env=passed)
+    if passed:
+        print(f"from your environment (wins over {container.DOCKER_APP_ENV}): {', '.join(passed)}", flush=True)
     if not detach and network != "none":
-        print(f"serving on http://127.0.0.1:{port} (docs at /docs); Ctrl-C stops it", flush=True)
+        print(f"serving on http://{host}:{port} (docs at /docs); Ctrl-C stops it", flush=True)
     result = c.run(command, echo=True, warn=True, pty=False)
     if result.exited not in _STOPPED:
         raise Exit(f"error: docker run failed (exit {result.exited}); see its output above", code=1)

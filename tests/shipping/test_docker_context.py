@@ -110,9 +110,17 @@ def test_docker_command_lines():
         "docker run --rm --env-file env_files/docker_app.env --publish 127.0.0.1:8080:8000 m-api:latest"
     )
     assert container.run_command("t", 9000, "host", detach=True, name="api") == (
-        "docker run --rm --env-file env_files/docker_app.env --detach --name api --network host --env PORT=9000 t"
+        "docker run --rm --env-file env_files/docker_app.env --detach --name api --network host --env HOST=127.0.0.1 --env PORT=9000 t"
     )
     assert container.run_command("t", 9000, "none") == "docker run --rm --env-file env_files/docker_app.env --network none t"
+    # Variables from the environment come after --env-file (docker lets them win), by name only.
+    assert container.run_command("t", 80, host="0.0.0.0", pass_env=["API_TOKEN", "MODEL_ALIAS"]) == (
+        "docker run --rm --env-file env_files/docker_app.env --env API_TOKEN --env MODEL_ALIAS --publish 0.0.0.0:80:8000 t"
+    )
+    assert container.run_command("t", 80, host="::").endswith("--publish '[::]:80:8000' t")
+    assert [container.reachable_from_other_machines(h, n) for h, n in
+            [("127.0.0.1", None), ("127.0.0.1", "host"), ("localhost", None), ("0.0.0.0", None), ("0.0.0.0", "host"),
+             ("10.0.0.5", None), ("0.0.0.0", "none")]] == [False, False, False, True, True, True, False]
     assert container.image_tag("Breast Cancer_classifier!") == "breast-cancer_classifier-api:latest"
     assert container.base_image(REPO / "Dockerfile") == "python:3.11-slim"
 
@@ -129,3 +137,27 @@ def test_without_an_engine_the_tasks_say_so_in_one_line(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 1, result
         assert result.stderr.strip() == "error: docker is not installed (no `docker` on PATH); install Docker and retry"
+
+
+def _docker_run_without_an_engine(tmp_path, *flags: str, **environ: str) -> subprocess.CompletedProcess:
+    """`invoke docker-run` in a fork whose env_files/docker_app.env holds the example token, with no docker on PATH."""
+    project = make_ship_project(tmp_path / "p", tiny_config())
+    env = {"PATH": str(tmp_path), "PYTHONPATH": f"{REPO / 'src'}:{REPO}", "HOME": str(tmp_path), **environ}
+    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "docker-run", *flags], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("flags", [["--host", "0.0.0.0"], ["--network", "host", "--host", "0.0.0.0"], ["--host", "192.168.1.9"]])
+def test_docker_run_refuses_the_example_token_beyond_this_machine(tmp_path, flags):
+    result = _docker_run_without_an_engine(tmp_path, *flags)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result
+    assert result.stderr.startswith(f"error: refusing to serve on {flags[-1]} with the example API_TOKEN from env_files/docker_app.env")
+
+
+def test_docker_run_with_an_exported_token_or_on_this_machine_only_goes_on(tmp_path):
+    # Past the token check, both stop at the missing engine: the check came first and let them through.
+    no_docker = "error: docker is not installed (no `docker` on PATH); install Docker and retry"
+    exported = _docker_run_without_an_engine(tmp_path, "--host", "0.0.0.0", API_TOKEN="my-own-token")
+    assert exported.returncode == 1 and exported.stderr.strip() == no_docker, exported
+    local = _docker_run_without_an_engine(tmp_path / "local", "--network", "host")
+    assert local.returncode == 1 and local.stderr.strip() == no_docker, local

@@ -1,7 +1,7 @@
 """The Docker image, built for real from a trained model with `invoke docker-build` and run with `invoke docker-run`.
 
-One build per session (module fixture); every image and container it creates is removed afterwards
-(vfs storage keeps every layer whole). Skipped where no engine answers, except under CI=true with
+One build per session (module fixture) and one rebuild; every image and container they create is removed
+afterwards (vfs storage keeps every layer whole). Skipped where no engine answers, except under CI=true with
 ../shared/ present, where the engine is set up and a missing one is a failure.
 """
 
@@ -26,6 +26,11 @@ from ship_support import REPO, docker, docker_answers, free_port, image_ids, mak
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 DOCKER_TOKEN = "docker-test-token-Hk3v"  # what env_files/docker_app.env holds in the test's project
+EXPORTED_TOKEN = "exported-token-Vb8q"  # what a user exported in their shell: it must win over the file
+
+
+def _dangling() -> set[str]:
+    return set(docker("images", "--filter", "dangling=true", "--quiet", "--no-trunc").stdout.split())
 
 
 @dataclass
@@ -34,18 +39,22 @@ class Image:
     project: Path
     env: dict
     build_output: str
+    dangling_before: set = field(default_factory=set)
     containers: list = field(default_factory=list)
 
-    def invoke(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def invoke(self, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args], cwd=self.project,
-                              env=self.env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                              env=env or self.env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
-    def run_detached(self, *flags: str) -> str:
+    def run_detached(self, *flags: str, exported: dict | None = None) -> tuple[str, str]:
+        """Start a container with `invoke docker-run`, as a user would: MLFLOW_* (set for the build, which stages
+        the store) are not in the user's shell; `exported` is. Returns its name and the task's output."""
         name = f"tand-test-{uuid.uuid4().hex[:8]}"
         self.containers.append(name)
-        result = self.invoke("docker-run", "--tag", self.tag, "--detach", "--name", name, *flags)
+        env = {k: v for k, v in self.env.items() if not k.startswith("MLFLOW_")} | (exported or {})
+        result = self.invoke("docker-run", "--tag", self.tag, "--detach", "--name", name, *flags, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
-        return name
+        return name, result.stdout
 
 
 def _remove_new_images(before: set[str]) -> None:
@@ -66,7 +75,7 @@ def image(trained_model, tmp_path_factory):
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]), DOCKER_BUILDKIT="0")
     tag = f"tand-test-{uuid.uuid4().hex[:8]}:latest"
     before = image_ids()
-    built = Image(tag, project, env, "")
+    built = Image(tag, project, env, "", dangling_before=_dangling())
     try:
         started = time.monotonic()
         result = built.invoke("docker-build", "--tag", tag, "--network", "host", timeout=2400)
@@ -122,19 +131,29 @@ def test_the_build_bakes_the_model_and_reports_its_size(image):
     assert "MB over its base python:3.11-slim" in image.build_output
 
 
+def test_the_build_leaves_no_untagged_image(image):
+    assert _dangling() <= image.dangling_before
+
+
 def test_container_is_healthy_non_root_and_serves_the_registry_model(image, trained_model, monkeypatch):
     port = free_port()
-    name = image.run_detached("--network", "host", "--port", str(port))
+    name, output = image.run_detached("--network", "host", "--port", str(port), exported={"API_TOKEN": EXPORTED_TOKEN})
+    assert "from your environment (wins over env_files/docker_app.env): API_TOKEN" in output
+    assert EXPORTED_TOKEN not in output  # docker takes the value from the environment, not the command line
     _wait_healthy(name)
     assert docker("exec", name, "id", "-u").stdout.strip() == "10001"
     assert docker("inspect", "--format", "{{.Config.User}}", name).stdout.strip() == "10001"
     url = f"http://127.0.0.1:{port}/predict"
-    status, answer = _post(url, trained_model.request, DOCKER_TOKEN)  # the token from env_files/docker_app.env
+    status, answer = _post(url, trained_model.request, EXPORTED_TOKEN)  # the exported token wins over the file's
     assert status == 200, answer
     label, probabilities = _registry_answer(trained_model, monkeypatch)
     assert answer["prediction"] == label and answer["model_version"] == trained_model.version
     assert np.allclose([answer["probabilities"][k] for k in probabilities], list(probabilities.values()), atol=1e-6)
     assert _post(url, trained_model.request, None)[0] == 401
+    assert _post(url, trained_model.request, DOCKER_TOKEN)[0] == 401
+    # With --network host it listens on 127.0.0.1 only (the default --host), under the limited protocol.
+    environment = docker("exec", name, "sh", "-c", "echo $HOST; cat /proc/1/cmdline | tr '\\0' ' '").stdout
+    assert environment.startswith("127.0.0.1\n") and "--http app.http_limits:LimitedHttpToolsProtocol" in environment
     # Only what serving needs is in the image: no tests, data, env files, training libraries.
     listing = set(docker("exec", name, "ls", "-A", "/app").stdout.split())
     assert listing == {"MODEL_STORE.txt", "app", "config.json", "database.db", "mlruns", "src"}
@@ -143,7 +162,7 @@ def test_container_is_healthy_non_root_and_serves_the_registry_model(image, trai
 
 
 def test_the_baked_model_answers_with_no_network(image, trained_model):
-    name = image.run_detached("--network", "none")
+    name, _ = image.run_detached("--network", "none")  # nothing exported: the token from env_files/docker_app.env
     _wait_healthy(name)
     query = (
         "import json, sys, urllib.request\n"
@@ -155,3 +174,28 @@ def test_the_baked_model_answers_with_no_network(image, trained_model):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model_version"] == trained_model.version
+
+
+def _step_cached(output: str, instruction: str) -> bool:
+    """Whether the classic builder reused the layer of the step that starts with `instruction`."""
+    lines = output.splitlines()
+    step = next(i for i, line in enumerate(lines) if line.startswith("Step ") and f" : {instruction}" in line)
+    return lines[step + 1].strip() == "---> Using cache"
+
+
+def test_a_rebuild_reuses_the_dependency_layer_and_removes_the_image_it_replaces(image):
+    """Last in this module: it replaces the image. A changed context (as after `invoke train`) with the same
+    requirements: the dependency layer comes from the cache, and the image the tag named before is removed."""
+    for name in image.containers:  # a container would keep the old image in use
+        docker("rm", "--force", name, check=False)
+    first = docker("image", "inspect", "--format", "{{.Id}}", image.tag).stdout.strip()
+    config = image.project / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()), indent=4) + "\n")
+    started = time.monotonic()
+    result = image.invoke("docker-build", "--tag", image.tag, "--network", "host", timeout=1800)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    print(f"\nrebuild with the dependency layer cached: {time.monotonic() - started:.0f} s")
+    assert _step_cached(output, "RUN apt-get update") and not _step_cached(output, "COPY . ./")
+    assert f"removed the previous {image.tag} image ({first.removeprefix('sha256:')[:12]})" in output
+    assert first not in image_ids() and _dangling() <= image.dangling_before

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tand.errors import TandError
 
+
 def quote(value) -> str:
     return shlex.quote(str(value))
 
@@ -62,10 +63,17 @@ def run_command(
     env_file: Path | str = DOCKER_APP_ENV,
     detach: bool = False,
     name: str | None = None,
+    host: str = "127.0.0.1",
+    pass_env: tuple[str, ...] | list[str] = (),
 ) -> str:
-    """`docker run` for the API. With --network host the container listens on `port` itself (PORT);
-    otherwise the container's port is published on 127.0.0.1:`port` only."""
+    """`docker run` for the API, reachable on `host` only: with --network host the container listens on
+    `host`:`port` itself (HOST, PORT); otherwise its port is published on `host`:`port`.
+
+    `pass_env` names variables docker takes from the environment it runs in (`--env NAME`, no value on the
+    command line): given after --env-file, they win over the file's values."""
     parts = ["docker", "run", "--rm", "--env-file", quote(env_file)]
+    for key in pass_env:
+        parts += ["--env", quote(key)]
     if detach:
         parts.append("--detach")
     if name:
@@ -73,10 +81,36 @@ def run_command(
     if network:
         parts += ["--network", quote(network)]
     if network == "host":
-        parts += ["--env", quote(f"PORT={port}")]
+        parts += ["--env", quote(f"HOST={host}"), "--env", quote(f"PORT={port}")]
     elif network != "none":
-        parts += ["--publish", quote(f"127.0.0.1:{port}:{CONTAINER_PORT}")]
+        address = f"[{host}]" if ":" in host else host  # an IPv6 address in docker's ip:port:port form
+        parts += ["--publish", quote(f"{address}:{port}:{CONTAINER_PORT}")]
     return " ".join([*parts, quote(tag)])
+
+
+def reachable_from_other_machines(host: str, network: str | None) -> bool:
+    """Whether `docker run` as above answers beyond this machine (`--network none`: nobody outside the container)."""
+    return network != "none" and not (host == "localhost" or host == "::1" or host.startswith("127."))
+
+
+def image_id(reference: str) -> str | None:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", reference],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
+
+
+def remove_if_untagged(image: str) -> bool:
+    """Remove an image a rebuild left without a tag (the classic builder keeps it, whole on vfs). Not forced:
+    docker keeps it while a container uses it. Returns whether it is gone."""
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{len .RepoTags}}", image],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0 or result.stdout.strip() != "0":
+        return False
+    return subprocess.run(["docker", "image", "rm", image], capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
 
 
 def base_image(dockerfile: Path) -> str | None:
