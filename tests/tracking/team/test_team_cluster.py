@@ -85,7 +85,7 @@ def _serving_everywhere(replica: Replica, version: int | None = None) -> bool:
 def cluster(tmp_path_factory):
     require_postgres()
     work = tmp_path_factory.mktemp("cluster")
-    config = tiny_config()
+    config = tiny_config(data_path=str(work / "project" / "data" / "data.csv"))  # write_project puts the example there
     project = write_project(work / "project", config)
     started: list[Process] = []
     with fresh_database() as database:
