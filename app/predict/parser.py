@@ -1,9 +1,11 @@
 """Request and response schemas, generated from the served model's feature schema.
 
 A /predict body is one JSON object of features or a JSON array of them. Each field is typed
-from the model (number, integer, boolean, or one of the known categories), every feature is
-required, extra fields are refused, null/NaN/Infinity are refused. Validated rows are tuples of
-values in the schema's order.
+from the model (number, integer, boolean, or one of the known categories); a feature the pipeline
+imputes (Feature.nullable: all of the template's) may be null or left out, and then reaches the model
+as missing, exactly as a missing value in the training CSV; an integer may be written 3.0 (pandas
+writes integer columns with gaps as floats); extra fields, NaN and Infinity are refused. Validated
+rows are tuples of values in the schema's order, None where a value is missing.
 
 Two validators of the same rules: pydantic-core, which writes the OpenAPI schema and names every
 bad field in a 422, and msgspec, which decodes a valid body 4-5 times faster (1,000 rows of 30
@@ -14,12 +16,12 @@ be stricter, never laxer (tests/app/test_app_requests.py fuzzes the two against 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import msgspec
-from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, Strict, TypeAdapter, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from tand.schema import Feature, FeatureSchema
 
@@ -51,19 +53,56 @@ def _one_of(values: tuple):
     return AfterValidator(check)
 
 
+def _whole_number(value):
+    """An integer, or a float with no fractional part as that integer (pandas writes integer columns
+    with missing values as floats: 0.0); never a bool or a string."""
+    if type(value) is int:
+        number = value
+    elif type(value) is float and value.is_integer():
+        number = int(value)
+    else:
+        fraction = ", got a number with a fractional part" if type(value) is float else ""
+        raise PydanticCustomError("int_type", "Input should be a valid integer" + fraction)
+    if number > MAX_MAGNITUDE:
+        raise PydanticCustomError("less_than_equal", "Input should be less than or equal to {le}", {"le": MAX_MAGNITUDE})
+    if number < -MAX_MAGNITUDE:
+        raise PydanticCustomError("greater_than_equal", "Input should be greater than or equal to {ge}", {"ge": -MAX_MAGNITUDE})
+    return number
+
+
+WHOLE_NUMBER = PlainValidator(_whole_number, json_schema_input_type=int)
+
+
 def _field_type(feature: Feature):
+    kind = _value_type(feature)
+    return NotRequired[Optional[kind]] if feature.nullable else kind
+
+
+def _value_type(feature: Feature):
     if feature.kind == "numeric":
-        bounds = Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
-        return Annotated[int, Strict(), bounds] if feature.dtype == "integer" else Annotated[float, Strict(), bounds]
+        bounds = {"minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
+        if feature.dtype == "integer":
+            return Annotated[int, WHOLE_NUMBER, WithJsonSchema({"type": "integer", **bounds})]
+        return Annotated[float, Strict(), Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
     if feature.dtype == "boolean":
         return Annotated[bool, Strict()]
     categories = tuple(feature.categories or ())
     if feature.dtype == "string":
         return Literal[categories] if categories else str
-    base = int if feature.dtype == "integer" else float
     enum = {"type": _JSON_TYPES[feature.dtype], "enum": list(categories)}
-    # Literal would accept true for 1 and 1.0 for 1: a strict type first, then membership.
-    return Annotated[base, Strict(), _one_of(categories), WithJsonSchema(enum)]
+    # Literal would accept true for 1: a strict type first (a whole number for integers), then membership.
+    if feature.dtype == "integer":
+        return Annotated[int, PlainValidator(_whole_category, json_schema_input_type=int), _one_of(categories), WithJsonSchema(enum)]
+    return Annotated[float, Strict(), _one_of(categories), WithJsonSchema(enum)]
+
+
+def _whole_category(value):
+    # Categories are not bounded like numbers (they only have to be known), so no ±MAX_MAGNITUDE here.
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    raise PydanticCustomError("int_type", "Input should be a valid integer")
 
 
 def features_type(schema: FeatureSchema) -> type:
@@ -73,8 +112,14 @@ def features_type(schema: FeatureSchema) -> type:
 
 
 def _fast_field_type(feature: Feature):
-    """The msgspec type accepting exactly what _field_type accepts, or None where msgspec cannot say it
-    (float categories: msgspec's Literal takes no floats; free text: left to pydantic's own checks)."""
+    """The msgspec type accepting what _field_type accepts (or less: msgspec refuses 1.0 for an integer,
+    pydantic then accepts it), or None where msgspec cannot say it (float categories: msgspec's Literal
+    takes no floats; free text: left to pydantic's own checks)."""
+    kind = _fast_value_type(feature)
+    return Optional[kind] if kind is not None and feature.nullable else kind
+
+
+def _fast_value_type(feature: Feature):
     if feature.kind == "numeric":
         if feature.dtype == "integer":
             return Annotated[int, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
@@ -91,10 +136,11 @@ def fast_decoder(schema: FeatureSchema) -> msgspec.json.Decoder | None:
     types = [_fast_field_type(f) for f in schema.features]
     if not types or any(t is None for t in types):
         return None
-    fields = [(f"f{i}", t) for i, t in enumerate(types)]  # feature names need not be identifiers
+    # Feature names need not be identifiers; a nullable feature may be left out (None).
+    fields = [(f"f{i}", t, None) if f.nullable else (f"f{i}", t) for i, (f, t) in enumerate(zip(schema.features, types))]
     rename = {f"f{i}": f.name for i, f in enumerate(schema.features)}
     try:
-        row = msgspec.defstruct("Row", fields, rename=rename, forbid_unknown_fields=True)
+        row = msgspec.defstruct("Row", fields, rename=rename, forbid_unknown_fields=True, kw_only=True)
         return msgspec.json.Decoder(Union[row, list[row]])
     except (TypeError, ValueError, NotImplementedError):  # e.g. integer categories beyond 64 bits
         return None

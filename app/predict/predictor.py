@@ -96,6 +96,10 @@ class Predictor:
             import pandas as pd
 
             X = pd.DataFrame(rows, columns=self.schema.names)
+            # A missing value arrives as None; the pipeline was fitted on NaN for numbers (as read from the CSV).
+            numeric = self.schema.numeric
+            if numeric:
+                X[numeric] = X[numeric].astype(np.float64)
             model = self._pipeline
             if hasattr(model, "steps"):  # a Pipeline: run its transformers, check, then the estimator
                 X, model = model[:-1].transform(X), model[-1]

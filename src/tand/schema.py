@@ -15,6 +15,11 @@ Kind = Literal["numeric", "categorical"]
 DType = Literal["number", "integer", "string", "boolean"]
 
 
+def values_or_none(keys: Sequence) -> Callable[[dict], tuple]:
+    """dict → the tuple of its values at `keys`, None for a key it lacks (an omitted nullable feature)."""
+    return lambda row: tuple(row.get(key) for key in keys)
+
+
 def values_getter(keys: Sequence) -> Callable[[object], tuple]:
     """row → the tuple of its values at `keys` (names of a dict, positions of a tuple), even for one key
     (itemgetter alone returns a bare value then)."""
@@ -30,6 +35,9 @@ class Feature:
     kind: Kind
     dtype: DType
     categories: tuple | None = None  # known values of a categorical feature, sorted
+    # The pipeline imputes it, so a request may send null or leave it out (the template imputes every
+    # feature; schemas written before this flag existed say nothing, and refuse null as they did).
+    nullable: bool = False
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -60,9 +68,9 @@ class FeatureSchema:
         return [f.name for f in self.features if f.kind == "categorical"]
 
     def rows(self, records) -> list[tuple]:
-        """Records (dicts keyed by feature name) as rows: tuples of their values in feature order, the
-        form the API validates requests into and predicts from."""
-        return list(map(values_getter(self.names), records))
+        """Records (dicts keyed by feature name) as rows: tuples of their values in feature order (None
+        for a feature left out), the form the API validates requests into and predicts from."""
+        return list(map(values_or_none(self.names), records))
 
     def same_inputs(self, other: FeatureSchema) -> bool:
         """True when a request valid for one is valid for the other, with the same answer shape."""
@@ -104,6 +112,7 @@ class FeatureSchema:
                 kind=f["kind"],
                 dtype=f["dtype"],
                 categories=tuple(f["categories"]) if f.get("categories") is not None else None,
+                nullable=bool(f.get("nullable", False)),
             )
             for f in data["features"]
         )

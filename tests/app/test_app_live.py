@@ -48,6 +48,25 @@ def test_the_seeds_curl_request_works(live, trained_model, tmp_path):
     assert answer["prediction"] in trained_model.config["train"]["labels"] and answer["model_version"] == trained_model.version
 
 
+def test_null_and_an_omitted_field_get_the_pipelines_own_answer_for_a_missing_value(live, trained_model, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    from conftest import load_registered
+
+    names = list(trained_model.request)
+    nulled = {**trained_model.request, names[0]: None}
+    omitted = {k: v for k, v in trained_model.request.items() if k != names[1]}
+    answers = httpx.post(f"{live.url}/predict", json=[nulled, omitted], headers=HEADERS)
+    assert answers.status_code == 200, answers.text
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_model.project.tracking_uri)
+    pipeline = load_registered(trained_model.model_name, alias="production").pipeline
+    frame = pd.DataFrame([{**nulled}, {**omitted, names[1]: np.nan}], columns=names).astype(float)
+    expected = [dict(zip(map(str, pipeline.classes_), p)) for p in pipeline.predict_proba(frame)]
+    got = [row["probabilities"] for row in answers.json()["predictions"]]
+    assert all(abs(g[c] - e[c]) <= 1e-6 for g, e in zip(got, expected) for c in e)
+
+
 def test_limits_and_errors_on_the_wire(live, trained_model):
     big = json.dumps([trained_model.request] * 120).encode()  # ~100 kB, over the 64 kB limit
     chunks = (big[i : i + 8192] for i in range(0, len(big), 8192))

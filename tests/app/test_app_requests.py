@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -60,7 +61,8 @@ def test_valid_object_and_array():
         ({"colour": 1}, "colour", "'blue' or 'red'"),
         ({"rooms": 4}, "rooms", "1 or 2 or 3"),
         ({"rooms": True}, "rooms", "valid integer"),
-        ({"rooms": 2.0}, "rooms", "valid integer"),
+        ({"rooms": 2.5}, "rooms", "valid integer"),
+        ({"count": "3"}, "count", "valid integer"),
         ({"ratio": 1.0}, "ratio", "0.5 or 1.5"),
         ({"garden": 1}, "garden", "valid boolean"),
         ({"extra": 1}, "extra", "Extra inputs are not permitted"),
@@ -197,3 +199,44 @@ def _body(draw) -> bytes:
 @given(_body())
 def test_the_fast_validator_accepts_nothing_pydantic_refuses_and_reads_the_same_values(body):
     assert _outcome(fast_parser.parse, body) == _outcome(fast_parser.parse_with_pydantic, body)
+
+
+def test_an_integral_float_is_accepted_for_an_integer_and_read_as_the_integer():
+    """pandas writes an integer column with gaps as floats: `to_dict` rows say 3.0."""
+    rows, _ = parser.parse(json.dumps({**ROW, "count": 3.0, "rooms": 2.0}).encode())
+    values = dict(zip(SCHEMA.names, rows[0]))
+    assert (values["count"], type(values["count"]), values["rooms"], type(values["rooms"])) == (3, int, 2, int)
+
+
+# -- features the pipeline imputes: null and omitted are missing values -----------------------------
+
+NULLABLE = FeatureSchema(tuple(replace(f, nullable=True) for f in FAST.features), task="classification", label="kind")
+nullable_parser = RequestParser(NULLABLE, max_rows=4)
+
+
+def test_null_and_omitted_imputed_features_are_missing_values_on_both_paths():
+    assert nullable_parser._fast is not None
+    body = {**FAST_ROW, "size": None, "colour name": None}
+    del body["rooms"]
+    expected = [(None, 3, None, None, True)]
+    assert nullable_parser.parse(json.dumps(body).encode()) == (expected, False)
+    assert nullable_parser.parse_with_pydantic(json.dumps(body).encode()) == (expected, False)
+    assert nullable_parser.parse(b"{}") == ([(None,) * 5], False)
+    # Still refused: NaN, an unknown category, an unknown field; and null where the schema says nothing of it.
+    for bad in (b'{"size": NaN}', b'{"colour name": "green"}', b'{"extra": 1}'):
+        with pytest.raises(RequestError):
+            nullable_parser.parse(bad)
+    with pytest.raises(RequestError):
+        fast_parser.parse(json.dumps({**FAST_ROW, "size": None}).encode())
+
+
+def test_the_request_schema_documents_nullable_features_as_optional():
+    schema = nullable_parser.row_json_schema()
+    assert schema.get("required", []) == []
+    assert {"type": "null"} in schema["properties"]["size"]["anyOf"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_body())
+def test_with_nullable_features_the_fast_validator_is_still_never_laxer(body):
+    assert _outcome(nullable_parser.parse, body) == _outcome(nullable_parser.parse_with_pydantic, body)

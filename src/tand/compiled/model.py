@@ -67,14 +67,12 @@ class NumericBlock:
 
 @dataclass(frozen=True)
 class OneHotBlock:
-    """One-hot encode; an unknown value gives all zeros (handle_unknown=ignore).
-
-    The imputer before the encoder is not compiled: it changes only missing values, and the
-    request schema rejects null, so none reach the model.
-    """
+    """Impute a missing value (None) with the fitted most frequent one, as SimpleImputer does, then
+    one-hot encode; an unknown value gives all zeros (handle_unknown=ignore)."""
 
     columns: tuple[str, ...]
     categories: tuple[tuple, ...]
+    fill: tuple | None = None  # per column, the imputer's statistics_; None: no imputer before the encoder
 
     def __post_init__(self) -> None:
         indexes, offset = [], 0
@@ -93,9 +91,10 @@ class OneHotBlock:
     def transform(self, rows: list, get) -> np.ndarray:
         """As NumericBlock.transform: `get(row)` is the tuple of this block's values, None when a row is it."""
         out = np.zeros((len(rows), self.width), dtype=np.float64)
+        fill = self.fill or (None,) * len(self.columns)
         for i, values in enumerate(rows if get is None else map(get, rows)):
-            for value, index in zip(values, self._indexes):
-                j = index.get(value)
+            for value, index, default in zip(values, self._indexes, fill):
+                j = index.get(default if value is None else value)
                 if j is not None:
                     out[i, j] = 1.0
         return out
@@ -171,6 +170,14 @@ def _numeric_fill(imputer) -> np.ndarray | None:
     return stats
 
 
+def _category_fill(imputer) -> tuple | None:
+    """The values a categorical imputer puts in for a missing one, when it imputes only NaN/None."""
+    missing = imputer.missing_values
+    if not (isinstance(missing, float) and np.isnan(missing)) or imputer.strategy not in ("most_frequent", "constant"):
+        return None
+    return tuple(np.asarray(imputer.statistics_, dtype=object).tolist())
+
+
 def _compile_block(transformer, columns):
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -184,7 +191,10 @@ def _compile_block(transformer, columns):
         plain = encoder.drop_idx_ is None and not encoder._infrequent_enabled and encoder.handle_unknown == "ignore"
         if not plain or np.dtype(encoder.dtype) != np.float64 or (imputer is not None and imputer.add_indicator):
             return None
-        return OneHotBlock(columns, tuple(tuple(values.tolist()) for values in encoder.categories_))
+        fill = _category_fill(imputer) if imputer is not None else None
+        if imputer is not None and fill is None:
+            return None
+        return OneHotBlock(columns, tuple(tuple(values.tolist()) for values in encoder.categories_), fill)
     fill = _numeric_fill(imputer) if imputer is not None else None
     if imputer is not None and fill is None:
         return None
@@ -261,7 +271,8 @@ def to_arrays(preprocessor: CompiledPreprocessor, mlp: NumpyMLP) -> tuple[dict, 
                     arrays[f"block{i}_{key}"] = getattr(block, key)
             blocks.append({"kind": "numeric", "columns": list(block.columns)})
         else:
-            blocks.append({"kind": "onehot", "columns": list(block.columns), "categories": [list(c) for c in block.categories]})
+            onehot = {"kind": "onehot", "columns": list(block.columns), "categories": [list(c) for c in block.categories]}
+            blocks.append({**onehot, "fill": list(block.fill)} if block.fill is not None else onehot)
     for i, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases)):
         arrays[f"weight{i}"], arrays[f"bias{i}"] = weight, bias
     classes = mlp.classes.tolist() if mlp.classes is not None else None
@@ -277,7 +288,8 @@ def from_arrays(meta: dict, arrays) -> tuple[CompiledPreprocessor, NumpyMLP]:
             get = lambda key: arrays[f"block{i}_{key}"] if f"block{i}_{key}" in arrays else None  # noqa: E731
             blocks.append(NumericBlock(columns, get("fill"), get("mean"), get("scale")))
         else:
-            blocks.append(OneHotBlock(columns, tuple(tuple(c) for c in block["categories"])))
+            fill = tuple(block["fill"]) if block.get("fill") is not None else None
+            blocks.append(OneHotBlock(columns, tuple(tuple(c) for c in block["categories"]), fill))
     layers = range(meta["layers"])
     classes = np.asarray(meta["classes"]) if meta["classes"] is not None else None
     mlp = NumpyMLP(

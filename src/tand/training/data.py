@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -213,7 +213,8 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
             f"train.labels_column: {cfg.labels_column!r} holds a single class ({y.iloc[0]!r}); classification needs at least two"
         )
     schema = FeatureSchema(
-        features=features,
+        # The template's pipeline imputes every feature (tand.training.pipeline): each may be missing in a request.
+        features=tuple(replace(feature, nullable=True) for feature in features),
         task=cfg.task,
         label=cfg.labels_column,
         classes=classes,
