@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from app.auth import SECURITY, SECURITY_SCHEMES
+from app.predict.predictor import OutOfRange
 from app.routes import PREDICT_RESPONSES
 from app.store.serving import ModelStore
 from app.predict.parser import response_json_schemas
@@ -46,11 +47,22 @@ def _predict_body(store: ModelStore) -> tuple[dict, dict, dict]:
                         {"$ref": "#/components/schemas/PredictionResponse"},
                         {"$ref": "#/components/schemas/BatchPredictionResponse"},
                     ]
-                }
+                },
+                "example": _example_answer(served),
             }
         },
     }
     return body, ok, components
+
+
+def _example_answer(served) -> dict:
+    """What the served version really answers to the documented example (not values made up from the schema)."""
+    rows = served.schema.rows([served.example])
+    try:
+        answer = served.predictor.answers(rows)[0]
+    except OutOfRange:  # documentation only: a model that cannot compute its example still serves
+        return {"model_version": served.version}
+    return {**answer, "model_version": served.version}
 
 
 def _predict_operation(body: dict, ok: dict, components: dict) -> dict:

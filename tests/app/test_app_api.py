@@ -191,6 +191,9 @@ def test_the_openapi_document_carries_the_feature_schema_example_and_token_schem
     operation = document["paths"]["/predict"]["post"]
     content = operation["requestBody"]["content"]["application/json"]
     assert content["example"] == trained_model.request
+    # The 200 example is the model's real answer to that example, with its version.
+    answer = client.post("/predict", json=trained_model.request, headers=auth()).json()
+    assert operation["responses"]["200"]["content"]["application/json"]["example"] == answer
     features = document["components"]["schemas"]["Features"]
     # Every feature is imputed by the pipeline: documented, optional and nullable.
     assert set(features["properties"]) == set(trained_model.request) and features["additionalProperties"] is False

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import shared_dataset
 from tand.config import parse_config
-from tand.training.data import example_request, load_dataset, read_csv, split
+from tand.training.data import load_dataset, read_csv, split
+from tand.training.request_example import example_request
 from tand.errors import DataError
 
 

@@ -15,7 +15,7 @@ from tand.schema import Feature, FeatureSchema
 from tand.training.preprocess import preprocess
 from tand.training.reading import read_csv
 
-__all__ = ["Dataset", "Split", "example_request", "load_dataset", "read_csv", "split"]
+__all__ = ["Dataset", "Split", "load_dataset", "read_csv", "split"]
 
 # An integer column with at most this many distinct values, each seen twice on average, is treated as a
 # category (sex, chest-pain type...); declared `numeric` / `categorical` lists override the guess.
@@ -243,24 +243,3 @@ def split(dataset: Dataset, test_size: float, seed: int) -> Split:
         dataset.X, dataset.y, test_size=test_size, random_state=seed, stratify=stratify
     )
     return Split(X_train, X_test, y_train, y_test)
-
-
-def example_request(dataset: Dataset) -> dict:
-    """One real row's feature values, as JSON-ready Python values (a valid /predict body)."""
-    complete = dataset.X.dropna()
-    row = (complete if len(complete) else dataset.X).iloc[0]
-    body = {}
-    for feature in dataset.schema.features:
-        value = row[feature.name]
-        if pd.isna(value):
-            value = feature.categories[0] if feature.categories else 0.0
-        if feature.dtype == "integer":
-            value = int(value)
-        elif feature.dtype == "number":
-            value = float(value)
-        elif feature.dtype == "boolean":
-            value = bool(value)
-        else:
-            value = str(value)
-        body[feature.name] = value
-    return body

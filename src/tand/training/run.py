@@ -183,7 +183,8 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
     torch_process = _start_torch_process(cfg) if processes else None
     worker = None
     try:
-        from tand.training.data import example_request, load_dataset, split
+        from tand.training.data import load_dataset, split
+        from tand.training.request_example import example_request
         from tand.training.pipeline import build_pipeline
 
         dataset = load_dataset(cfg.train)

@@ -29,7 +29,8 @@ def _register(config: dict, metric: float, experiment_id: str) -> int:
 
     from tand.tracking import registry
     from tand.config import parse_config
-    from tand.training.data import example_request, load_dataset, split
+    from tand.training.data import load_dataset, split
+    from tand.training.request_example import example_request
     from tand.training.pipeline import build_pipeline
 
     cfg = parse_config(config).train

@@ -25,7 +25,8 @@ def _three_versions(uri: str, artifacts: str) -> None:
 
     from tand.config import parse_config
     from tand.tracking import registry
-    from tand.training.data import example_request, load_dataset, split
+    from tand.training.data import load_dataset, split
+    from tand.training.request_example import example_request
     from tand.training.pipeline import build_pipeline
 
     cfg = parse_config(tiny_config(data_path=str(example_csv()), framework="sklearn", model="logistic_regression")).train
