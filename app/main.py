@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.store.serving import ModelStore, single_threaded_blas
+from app.docs import install_docs
 from app.openapi import install_openapi
 from app.routes import add_routes
 from app.settings import Settings, SettingsError
@@ -99,10 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redoc_url=None,
+        docs_url=None,  # app.docs serves it without a CDN
         exception_handlers={Exception: _internal_error},
     )
     app.state.store = store
     app.state.settings = settings
     add_routes(app, store, settings.api_token, settings.max_body_bytes)
     install_openapi(app, store)
+    install_docs(app)
     return app

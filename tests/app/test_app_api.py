@@ -322,3 +322,17 @@ def test_the_start_up_heap_is_frozen_while_serving_and_given_back_after(trained_
         assert gc.get_freeze_count() > 10_000
         assert client.post("/predict", json=trained_model.request, headers=auth()).status_code == 200
     assert gc.get_freeze_count() == 0
+
+
+def test_docs_load_nothing_from_another_host(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]|url:\s*['"]([^'"]+)['"]""", page.text)
+    found = [a or b for a, b in urls]
+    assert found and all(url.startswith("/") for url in found), found
+    assert "http://" not in page.text.replace("http://127", "") and "https://" not in page.text
+    for url in found:
+        if url.startswith("/docs-assets/"):
+            assert client.get(url).status_code == 200, url
