@@ -89,7 +89,8 @@ def install_openapi(app: FastAPI, store: ModelStore) -> None:
 
     def openapi() -> dict:
         served = store.current
-        key = (served.schema.features, served.schema.task, served.schema.classes) if served else None
+        # The version too: the documented 200 example is that version's answer.
+        key = (served.version, served.schema.features, served.schema.task, served.schema.classes) if served else None
         if key in cache:
             return cache[key]
         document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -100,7 +101,7 @@ def install_openapi(app: FastAPI, store: ModelStore) -> None:
         body, ok, schemas = _predict_body(store)
         components.setdefault("schemas", {}).update(schemas)
         document["paths"] = {"/predict": {"post": _predict_operation(body, ok, components)}, **document["paths"]}
-        if served is not None:  # the document is stable once a model is loaded: reloads keep the same inputs
+        if served is not None:  # one document per served version
             cache[key] = document
         return document
 

@@ -117,8 +117,9 @@ def build_predictor(pipeline, schema: FeatureSchema, example: dict) -> Predictor
         return fallback
     estimator = compile_estimator(pipeline[-1]) or pipeline[-1]
     fast = Predictor(schema, preprocessor=preprocessor, estimator=estimator)
-    # A cheap guard at load time: the compiled path must answer as the pipeline does.
-    rows = schema.rows([example])
+    # A cheap guard at load time: the compiled path must answer as the pipeline does, on the example and,
+    # where every feature may be missing, on a row of missing values (the imputers' fill).
+    rows = schema.rows([example, *([{}] if all(f.nullable for f in schema.features) else [])])
     if not same_answers(fast.answers(rows), fallback.answers(rows)):
         log.warning("compiled predictions differ from the pipeline's on the example; using the DataFrame path")
         return fallback

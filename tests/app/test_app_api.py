@@ -336,3 +336,19 @@ def test_docs_load_nothing_from_another_host(client):
     for url in found:
         if url.startswith("/docs-assets/"):
             assert client.get(url).status_code == 200, url
+
+
+def test_the_documented_answer_follows_a_reload_to_a_version_with_the_same_inputs(trained_model, tmp_path):
+    store = copy_store(trained_model.project.path / "database.db", tmp_path / "store")
+    app = create_app(settings(store.uri, trained_model.model_name, tmp_path / "cache"))
+
+    def documented_version(client) -> int:
+        operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+        return operation["responses"]["200"]["content"]["application/json"]["example"]["model_version"]
+
+    with TestClient(app) as client:
+        assert documented_version(client) == trained_model.version
+        again = store.register_again(trained_model.model_name, trained_model.version)
+        store.set_alias(trained_model.model_name, "production", again)
+        assert client.post("/update-model", headers=auth()).json()["version"] == again
+        assert documented_version(client) == again
