@@ -6,24 +6,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from invoke import Program
 from mlflow import MlflowClient
 
-import tasks
+from test_train_cli import run_task
 from conftest import tiny_config
 
 PYTORCH_ONLY = ("epochs", "batch_size", "hidden_dim", "patience")
-
-
-def run_task(capsys, *argv):
-    """Run an invoke task in-process, as the CLI would: (exit status, stdout, stderr)."""
-    try:
-        Program(namespace=tasks.ns).run(["invoke", *argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def sklearn_config(model="logistic_regression", **train) -> dict:
