@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from test_train_cli import run_task
+from test_train_cli import assert_train_fails_with_one_line
 from conftest import tiny_config
 
 PYTORCH_ONLY = ("epochs", "batch_size", "hidden_dim", "patience")
@@ -88,12 +88,7 @@ def bad_cases(data_dir):
 def test_bad_data_and_contradictory_config_are_one_line_before_any_run(project, capsys):
     cases = bad_cases(project.path / "data")
     for name, config, message in cases:
-        path = project.write_config(config, "bad.json")
-        code, _, err = run_task(capsys, "train", "--config", str(path), "--quiet")
-        assert code == 1, f"{name}: exit {code}"
-        lines = err.strip().splitlines()
-        assert len(lines) == 1, f"{name}: expected one line on stderr, got {err!r}"
-        assert lines[0].startswith("error: ") and message in lines[0], f"{name}: {lines[0]!r}"
+        assert_train_fails_with_one_line(project, capsys, name, config, message)
     client = MlflowClient()
     assert client.search_registered_models() == []
     experiment_ids = [e.experiment_id for e in client.search_experiments()]

@@ -57,15 +57,20 @@ def bad_configs(project):
     return cases
 
 
+def assert_train_fails_with_one_line(project, capsys, name: str, config: dict, message: str) -> None:
+    """`invoke train` on `config` exits 1 with exactly one `error: ` line on stderr that holds `message`."""
+    path = project.write_config(config, "bad.json")
+    code, _, err = run_task(capsys, "train", "--config", str(path), "--quiet")
+    assert code == 1, f"{name}: exit {code}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"{name}: expected one line on stderr, got {err!r}"
+    assert lines[0].startswith("error: ") and message in lines[0], f"{name}: {lines[0]!r}"
+    assert "Traceback" not in err
+
+
 def test_every_bad_input_exits_1_with_one_line_and_registers_nothing(project, capsys):
     for name, config, message in bad_configs(project):
-        path = project.write_config(config, "bad.json")
-        code, out, err = run_task(capsys, "train", "--config", str(path), "--quiet")
-        assert code == 1, f"{name}: exit {code}"
-        lines = err.strip().splitlines()
-        assert len(lines) == 1, f"{name}: expected one line on stderr, got {err!r}"
-        assert lines[0].startswith("error: ") and message in lines[0], f"{name}: {lines[0]!r}"
-        assert "Traceback" not in err
+        assert_train_fails_with_one_line(project, capsys, name, config, message)
     assert MlflowClient().search_registered_models() == []
 
 

@@ -159,14 +159,9 @@ def version_schema(name: str, version: int) -> FeatureSchema:
         return registry.read_schema(path)
 
 
-def schema_difference(old: FeatureSchema, new: FeatureSchema) -> str:
-    """What a client would notice, in words; empty when the inputs and answers are the same."""
-    return old.describe_difference(new)
-
-
 def _difference(name: str, current: int, candidate: int, force: bool) -> str:
     try:
-        return schema_difference(version_schema(name, current), version_schema(name, candidate))
+        return version_schema(name, current).describe_difference(version_schema(name, candidate))
     except RegistryError as exc:
         if not force:
             raise
