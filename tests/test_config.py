@@ -76,7 +76,7 @@ def test_unknown_top_level_section_lists_valid_ones():
 def test_invalid_choice_lists_the_valid_values():
     config = json.loads(json.dumps(TAND_PYTORCH))
     config["train"]["framework"] = "tensorflow"
-    with pytest.raises(ConfigError, match=r"train.framework: Input should be 'sklearn' or 'pytorch'"):
+    with pytest.raises(ConfigError, match=r"train.framework: Input should be 'sklearn', 'pytorch' or 'auto'"):
         parse_config(config)
 
 

@@ -40,6 +40,11 @@ MISSING_MARKERS = (
     "", "NA", "N/A", "n/a", "na", "n/a?", "NaN", "nan", "-nan", "NULL", "null", "Null", "None", "none",
     "#N/A", "#NA", "<NA>", "?", "-", "--",
 )  # fmt: skip
+# What `auto` and `tune` may optimise, per task; the first is the default (TrainConfig.selection_metric).
+SELECTION_METRICS = {
+    "classification": ("roc_auc", "log_loss", "average_precision", "balanced_accuracy", "accuracy", "f1"),
+    "regression": ("rmse", "mae", "r2"),
+}
 # Keys that only the PyTorch MLP reads: present with framework "sklearn", they are named in a warning.
 PYTORCH_KEYS = (
     "epochs", "batch_size", "hidden_dim", "dropout", "lr", "weight_decay", "patience",
@@ -105,12 +110,26 @@ class TrainConfig(_Section):
         description="Names for integer classes 0..k-1, in order. Optional when the label column holds strings.",
     )
     to_drop: list[str] = Field(default_factory=list, description="Columns removed before training (ids, leaks).")
-    framework: Literal["sklearn", "pytorch"] | None = Field(
-        None, description="Which library trains the model. Default: sklearn when `model` is set, else pytorch."
+    framework: Literal["sklearn", "pytorch", "auto"] | None = Field(
+        None,
+        description="Which library trains the model. Default: pytorch without `model` (or model 'mlp'), auto for "
+        "model 'auto', else sklearn (scikit-learn's models and the scikit-learn APIs of LightGBM, XGBoost, CatBoost).",
     )
     task: Literal["classification", "regression"] = "classification"
-    model: str | None = Field(None, description="scikit-learn model name (framework sklearn), e.g. random_forest.")
-    model_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the sklearn model.")
+    model: str | None = Field(
+        None, description="Model name, e.g. lightgbm, catboost, random_forest, or 'auto' (cross-validated selection)."
+    )
+    model_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the model (its own parameter names).")
+    metric: str | None = Field(
+        None, description="What `auto` and `tune` optimise, cross-validated. Default: roc_auc (classification), rmse (regression)."
+    )
+    time_budget: float = Field(60, gt=0, description="Seconds `model: auto` may spend selecting a model (the refit comes after).")
+    cv_folds: WholeNumber = Field(3, ge=2, le=20, description="Cross-validation folds for `auto` and `tune`.")
+    threshold: float | Literal["auto"] | None = Field(
+        "auto",
+        description="Binary classification: probability of the positive (minority) class above which it is predicted. "
+        "'auto': chosen on out-of-fold predictions of the training split when the classes are imbalanced; null: 0.5.",
+    )
     categorical: list[str] | None = Field(None, description="Columns to one-hot encode. Default: inferred.")
     numeric: list[str] | None = Field(None, description="Columns to impute and scale. Default: inferred.")
     test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of rows held out for evaluation.")
@@ -149,14 +168,37 @@ class TrainConfig(_Section):
     def _known_model(cls, value: str | None, info: ValidationInfo) -> str | None:
         task = info.data.get("task", "classification")
         framework = info.data.get("framework")
-        if value is not None and (framework == "sklearn" or (framework is None and value != "mlp")):
+        if value is not None and value != "auto" and (framework == "sklearn" or (framework is None and value != "mlp")):
             names = known_models(task)
             if value not in names:
-                raise ValueError(f"unknown {task} model {value!r}{did_you_mean(value, names)}; known models: {', '.join(names)}")
+                choices = [*names, "mlp", "auto"]
+                raise ValueError(f"unknown {task} model {value!r}{did_you_mean(value, choices)}; known models: {', '.join(choices)}")
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None, info: ValidationInfo) -> str | None:
+        task = info.data.get("task", "classification")
+        names = SELECTION_METRICS[task]
+        if value is not None and value not in names:
+            raise ValueError(f"unknown {task} metric {value!r}{did_you_mean(value, list(names))}; one of: {', '.join(names)}")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _probability(cls, value):
+        if isinstance(value, float | int) and not 0 < value < 1:
+            raise ValueError(f"a threshold is a probability between 0 and 1 (exclusive); got {value}")
         return value
 
     @model_validator(mode="after")
     def _resolve_framework(self) -> TrainConfig:
+        if self.model == "auto" and self.framework not in (None, "auto"):
+            raise ValueError(f"`model` 'auto' chooses the framework itself; remove `framework` ({self.framework!r})")
+        if self.framework == "auto" and self.model not in (None, "auto"):
+            raise ValueError(f"`framework` 'auto' selects the model itself; remove `model` ({self.model!r}) or the framework")
+        if self.framework == "auto" or self.model == "auto":
+            self.framework, self.model = "auto", "auto"
         if self.framework == "pytorch" and self.model not in (None, "mlp"):
             raise ValueError(
                 f"`model` {self.model!r} is a scikit-learn model but `framework` is 'pytorch' (which trains the MLP); "
@@ -170,10 +212,17 @@ class TrainConfig(_Section):
             raise ValueError("`labels` names classes; remove it for task 'regression'")
         return self
 
+    @property
+    def selection_metric(self) -> str:
+        """The metric `auto` and `tune` optimise (`metric`, or the task's default)."""
+        return self.metric or ("roc_auc" if self.task == "classification" else "rmse")
+
     def ignored_keys(self) -> list[str]:
         """Keys written in config.json that the chosen framework does not read."""
         if self.framework == "sklearn":
             return [key for key in PYTORCH_KEYS if key in self.model_fields_set]
+        if self.framework == "auto":
+            return [key for key in ("model_args", *PYTORCH_KEYS) if key in self.model_fields_set]
         return ["model_args"] if self.model_args else []
 
     @property
@@ -220,6 +269,23 @@ class DeployConfig(_Section):
         return self
 
 
+class TuneConfig(_Section):
+    """`invoke tune`: an Optuna study; its flags override these."""
+
+    model: str | None = Field(None, description="Model to tune. Default: train.model (the MLP when unset).")
+    trials: WholeNumber = Field(30, ge=1, description="Trials this worker runs (each worker of a shared study runs its own).")
+    timeout: float | None = Field(None, gt=0, description="Seconds after which this worker starts no new trial.")
+    study: str | None = Field(None, min_length=1, description="Study name. Default: <model_name>-<model>.")
+    storage: str | None = Field(
+        None, description="Optuna storage URL shared by workers, e.g. postgresql://host/db. Default: a SQLite file in the project."
+    )
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Search space per model: {model: {param: {\"low\": .., \"high\": .., \"log\": true} | [choices]}}; "
+        "replaces the catalog's range for the parameters it names.",
+    )
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
@@ -228,6 +294,7 @@ class Config(BaseModel):
     app: AppConfig = Field(default_factory=AppConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     test: _Section | None = Field(default=None, description="Accepted for TanD configs; unused.")
 
 
@@ -243,6 +310,8 @@ def parse_config(raw: dict, source: str = DEFAULT_CONFIG_PATH) -> Config:
         keys = ", ".join(f"train.{key}" for key in ignored)
         if config.train.framework == "sklearn":
             why = f"PyTorch settings, ignored with framework 'sklearn' (model {config.train.model!r})"
+        elif config.train.framework == "auto":
+            why = "settings of one model, ignored by model 'auto' (each candidate uses its own defaults; `invoke tune` searches them)"
         else:
             why = "read by scikit-learn models only, ignored with framework 'pytorch'"
         log.warning("warning: %s: %s: %s; remove %s to silence this", source, keys, why, "it" if len(ignored) == 1 else "them")
