@@ -22,6 +22,8 @@ class Evaluation:
     history: list[dict]
     seconds: dict[str, float]
     predictions: object = None  # the test split's (tand.training.evaluate.Predictions), for the plots
+    # The schema as fitting left it (e.g. with the decision threshold it chose); None: the dataset's, unchanged.
+    schema: object = None
 
 
 def prepare_imports() -> None:

@@ -98,11 +98,11 @@ def _log_plots(plots: dict[str, bytes]) -> None:
         mlflow.log_artifacts(folder, "plots")
 
 
-def _compiled_meta(dataset: Dataset, evaluation: Evaluation, request: dict) -> dict:
+def _compiled_meta(schema, evaluation: Evaluation, request: dict) -> dict:
     """What the API shows beside a compiled model: the run's final metrics and /docs' example."""
     metrics = {f"epoch_{k}": v for k, v in (evaluation.history[-1] if evaluation.history else {}).items() if k != "epoch"}
     metrics.update(evaluation.metrics)
-    return {"schema": dataset.schema.to_dict(), "metrics": metrics, "example": request}
+    return {"schema": schema.to_dict(), "metrics": metrics, "example": request}
 
 
 def _signature(pipeline, X):
@@ -161,13 +161,16 @@ def _run_artifacts() -> str:
     return f"the run's artifacts in {run.info.artifact_uri}" if run is not None else "the run's artifacts"
 
 
-def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True, processes: bool = False) -> TrainResult:
+def train(
+    cfg: Config, project_dir: str | Path = ".", progress: bool = True, processes: bool = False, set_alias: bool = True
+) -> TrainResult:
     """Train, evaluate, log and register one model as `cfg` describes. `processes=True` (what `invoke train`
     does, on Linux) shares the work between processes (tand.training.workers); by default everything
     runs here, in the caller's process. A full disk is one DiskFull (the run marked FAILED when the
-    store can still record it)."""
+    store can still record it). `set_alias=False` (`invoke tune`) registers the version without giving
+    it the alias, even when it is the model's first."""
     try:
-        return _train(cfg, project_dir, progress, processes)
+        return _train(cfg, project_dir, progress, processes, set_alias)
     except Exception as exc:  # noqa: BLE001 - only a full disk is translated; anything else re-raised as is
         full = _disk_full(exc)
         if full is None:
@@ -175,7 +178,7 @@ def train(cfg: Config, project_dir: str | Path = ".", progress: bool = True, pro
         raise full from None
 
 
-def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool) -> TrainResult:
+def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool, set_alias: bool) -> TrainResult:
     laps = _Laps()
     from tand.training import workers
 
@@ -202,7 +205,7 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
     from tand.tracking import registry
 
     version = registry.register(model_uri, cfg.mlflow.model_name)
-    alias_set = registry.ensure_alias(cfg.mlflow.model_name, version, cfg.mlflow.alias)
+    alias_set = set_alias and registry.ensure_alias(cfg.mlflow.model_name, version, cfg.mlflow.alias)
     registry.write_json(Path(project_dir) / REQUEST_EXAMPLE_FILE, request)
     laps.lap("register")
     return TrainResult(run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale)
@@ -228,14 +231,15 @@ def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, wor
         evaluation = worker.evaluation()
         laps.lap("fit_wait")
         laps.seconds.update({f"worker_{k}": v for k, v in evaluation.seconds.items()})
+        schema = evaluation.schema or dataset.schema  # fitting may have set the decision threshold
         _log_evaluation(run.info.run_id, evaluation)
-        mlflow.log_dict(dataset.schema.to_dict(), "feature_schema.json")
+        mlflow.log_dict(schema.to_dict(), "feature_schema.json")
         mlflow.log_dict(request, REQUEST_EXAMPLE_FILE)
         laps.lap("log_metrics")
         # Meanwhile the worker renders the plots.
         pipeline = evaluation.pipeline
-        model = registry.log_model(pipeline, dataset.schema, pd.DataFrame([request]), _signature(pipeline, parts.X_train))
-        registry.log_compiled(model.model_id, pipeline, parts.X_test, _compiled_meta(dataset, evaluation, request))
+        model = registry.log_model(pipeline, schema, pd.DataFrame([request]), _signature(pipeline, parts.X_train))
+        registry.log_compiled(model.model_id, pipeline, parts.X_test, _compiled_meta(schema, evaluation, request))
         laps.lap("log_model")
         plots, laps.seconds["worker_plots"] = worker.plots()
         _log_plots(plots)
