@@ -60,6 +60,9 @@ class ModelInfo(BaseModel):
     feature_schema: dict
     loaded_from: str
     inference: str
+    # Binary classification: the label is positive_class where its probability is >= threshold (None: argmax).
+    positive_class: str | None = None
+    threshold: float | None = None
 
 
 def _unavailable(store: ModelStore) -> JSONResponse:
@@ -144,4 +147,6 @@ def add_routes(app: FastAPI, store: ModelStore, api_token: str, max_body_bytes: 
             "feature_schema": served.schema.to_dict(),
             "loaded_from": served.loaded_from,
             "inference": served.predictor.inference,
+            "positive_class": served.schema.positive_class,
+            "threshold": served.schema.threshold,
         }

@@ -49,6 +49,9 @@ class Predictor:
         model = self._estimator if self._estimator is not None else pipeline
         self._proba = self._classifier and (isinstance(model, NumpyMLP) or hasattr(model, "predict_proba"))
         self.class_names, self._order = self._class_layout(model)
+        # Binary with a stored threshold: the label is the positive class where its probability reaches it
+        # (as tand.training.evaluate.decide did for the metrics); else the model's own label.
+        self._positive = schema.positive_index(self.class_names) if self._proba else None
         # The MLP computes in float32, whose range is far smaller than float64's.
         self._limit = float(np.finfo(np.float32 if isinstance(self._estimator, NumpyMLP) else np.float64).max)
         # Requests are bounded (±MAX_MAGNITUDE): when no bounded input can overflow once scaled, skip the check.
@@ -136,13 +139,16 @@ class Predictor:
     def answers(self, rows: list[tuple]) -> list[dict]:
         """One {"prediction", "probabilities"} object per row (regression: the number only)."""
         labels, proba = self._predict(rows)
+        if proba is not None and self._order is not None:
+            proba = proba[:, self._order]
+        if self._positive is not None:
+            names = np.asarray(self.class_names, dtype=object)
+            labels = np.where(proba[:, self._positive] >= self.schema.threshold, names[self._positive], names[1 - self._positive])
         labels = labels.tolist()
         if not self._classifier:
             return [{"prediction": float(value)} for value in labels]
         labels = [str(label) for label in labels]
         if proba is None:
             return [{"prediction": label} for label in labels]
-        if self._order is not None:
-            proba = proba[:, self._order]
         names = self.class_names
         return [{"prediction": label, "probabilities": dict(zip(names, p))} for label, p in zip(labels, proba.tolist())]

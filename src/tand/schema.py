@@ -54,6 +54,18 @@ class FeatureSchema:
     framework: str = ""
     model: str = ""
     dropped: tuple[str, ...] = field(default_factory=tuple)
+    # Binary classification: the class whose probability the threshold applies to (the training split's
+    # minority) and the probability at or above which it is predicted. threshold None: the model's own
+    # decision (argmax), as for schemas written before these fields existed.
+    positive_class: str | None = None
+    threshold: float | None = None
+
+    def positive_index(self, class_names) -> int | None:
+        """Column of the positive class among `class_names` when a threshold decides; else None."""
+        names = list(class_names or ())
+        if self.threshold is None or len(names) != 2 or self.positive_class not in names:
+            return None
+        return names.index(self.positive_class)
 
     @property
     def names(self) -> list[str]:
@@ -102,6 +114,8 @@ class FeatureSchema:
             "framework": self.framework,
             "model": self.model,
             "dropped": list(self.dropped),
+            "positive_class": self.positive_class,
+            "threshold": self.threshold,
         }
 
     @classmethod
@@ -125,4 +139,6 @@ class FeatureSchema:
             framework=data.get("framework", ""),
             model=data.get("model", ""),
             dropped=tuple(data.get("dropped", ())),
+            positive_class=data.get("positive_class"),
+            threshold=float(data["threshold"]) if data.get("threshold") is not None else None,
         )

@@ -18,6 +18,8 @@ class Predictions:
     y_pred: np.ndarray
     proba: np.ndarray | None  # columns in `classes` order
     classes: tuple[str, ...] | None
+    # Binary: the class roc_auc and average_precision are computed for (the minority); None: the second.
+    positive: str | None = None
 
 
 def metric_key(text: str) -> str:
@@ -32,8 +34,17 @@ def predict(pipeline, X: pd.DataFrame, y: pd.Series, schema: FeatureSchema) -> P
     fitted = [str(c) for c in pipeline.classes_]
     order = [fitted.index(c) if c in fitted else None for c in schema.classes]
     proba = np.column_stack([raw[:, i] if i is not None else np.zeros(len(raw)) for i in order])
-    y_pred = np.asarray(schema.classes)[proba.argmax(axis=1)]
-    return Predictions(np.asarray(y, dtype=str), y_pred, proba, schema.classes)
+    return Predictions(np.asarray(y, dtype=str), decide(proba, schema), proba, schema.classes, schema.positive_class)
+
+
+def decide(proba: np.ndarray, schema: FeatureSchema) -> np.ndarray:
+    """Labels from probabilities in `schema.classes` order: the positive class where its probability is at
+    least the schema's threshold (the API decides the same way), else argmax."""
+    names = np.asarray(schema.classes)
+    column = schema.positive_index(schema.classes)
+    if column is None:
+        return names[proba.argmax(axis=1)]
+    return np.where(proba[:, column] >= schema.threshold, names[column], names[1 - column])
 
 
 def classification_metrics(p: Predictions) -> dict[str, float]:
@@ -46,9 +57,10 @@ def classification_metrics(p: Predictions) -> dict[str, float]:
     present = [c for c in classes if c in set(p.y_true)]
     if len(present) >= 2:
         if len(classes) == 2:
-            positive = p.y_true == classes[1]
-            out["roc_auc"] = skm.roc_auc_score(positive, p.proba[:, 1])
-            out["average_precision"] = skm.average_precision_score(positive, p.proba[:, 1])
+            column = classes.index(p.positive) if p.positive in classes else 1
+            positive = p.y_true == classes[column]
+            out["roc_auc"] = skm.roc_auc_score(positive, p.proba[:, column])
+            out["average_precision"] = skm.average_precision_score(positive, p.proba[:, column])
         else:
             onehot = np.column_stack([p.y_true == c for c in classes])
             cols = [i for i, c in enumerate(classes) if c in present]
@@ -68,6 +80,8 @@ def classification_metrics(p: Predictions) -> dict[str, float]:
         out[f"specificity_{key}"] = _ratio(tn, tn + fp)
         out[f"npv_{key}"] = _ratio(tn, tn + fn)
         out[f"fpr_{key}"] = _ratio(fp, fp + tn)
+        if tp + fn:  # average precision of this class against the rest (undefined when it is absent)
+            out[f"average_precision_{key}"] = skm.average_precision_score(p.y_true == name, p.proba[:, i])
     return {k: float(v) for k, v in out.items()}
 
 

@@ -44,19 +44,32 @@ def _fit(pipeline, parts, network_runner=None) -> None:
         raise ConfigError(f"train.model_args: {exc}") from None
 
 
-def fit_and_evaluate(pipeline, parts, schema, network_runner=None) -> Evaluation:
-    """Fit on the training split; metrics on both splits (plots: render_plots, on the test split)."""
+def fit_and_evaluate(pipeline, parts, schema, network_runner=None, threshold="auto", cv_folds: int = 3) -> Evaluation:
+    """Fit on the training split; metrics on both splits (plots: render_plots, on the test split).
+
+    Binary classification: the positive class and decision threshold are chosen as `threshold` says
+    (tand.training.threshold: "auto", a probability, or None), on the training split only; the metrics
+    apply it, and `Evaluation.schema` carries it to the logged model."""
+    from tand.models.network import trained_by
+    from tand.training import threshold as decision
+
     start = time.perf_counter()
     _fit(pipeline, parts, network_runner)
     fitted = time.perf_counter()
+    schema, searched = decision.choose(pipeline, parts, schema, threshold, cv_folds, lambda: trained_by(network_runner))
+    chosen = time.perf_counter()
     from tand.training.evaluate import compute_metrics, predict
 
     test = predict(pipeline, parts.X_test, parts.y_test, schema)
     metrics = {f"test_{k}": v for k, v in compute_metrics(test).items()}
     train_pred = predict(pipeline, parts.X_train, parts.y_train, schema)
     metrics.update({f"train_{k}": v for k, v in compute_metrics(train_pred).items()})
-    seconds = {"fit": fitted - start, "metrics": time.perf_counter() - fitted}
-    return Evaluation(pipeline, metrics, list(getattr(pipeline[-1], "history_", [])), seconds, test)
+    if schema.positive_class is not None:  # the probability the decision is taken at (argmax: 0.5)
+        metrics["threshold"] = schema.threshold if schema.threshold is not None else 0.5
+    seconds = {"fit": fitted - start, "metrics": time.perf_counter() - chosen}
+    if searched:
+        seconds["threshold"] = chosen - fitted
+    return Evaluation(pipeline, metrics, list(getattr(pipeline[-1], "history_", [])), seconds, test, schema)
 
 
 def render_plots(parts, predictions, schema) -> dict[str, bytes]:

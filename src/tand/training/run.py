@@ -195,7 +195,9 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
         pipeline = build_pipeline(dataset.schema, cfg.train, progress=progress)
         request = example_request(dataset)
         laps.lap("data")
-        worker = workers.FitWorker(pipeline, parts, dataset.schema, torch_process, fork=processes)
+        worker = workers.FitWorker(
+            pipeline, parts, dataset.schema, torch_process, fork=processes, threshold=cfg.train.threshold, cv_folds=cfg.train.cv_folds
+        )
         run_id, model_uri, evaluation, stale = _tracked_run(cfg, dataset, parts, request, worker, laps)
     finally:
         if worker is not None:

@@ -145,8 +145,8 @@ class FitWorker:
     The child sends the fitted pipeline and its metrics as soon as they exist, then renders the
     plots while the main process logs the model."""
 
-    def __init__(self, pipeline, parts, schema, network_runner=None, fork: bool = True):
-        self._args = (pipeline, parts, schema, network_runner)
+    def __init__(self, pipeline, parts, schema, network_runner=None, fork: bool = True, threshold="auto", cv_folds: int = 3):
+        self._args = (pipeline, parts, schema, network_runner, threshold, cv_folds)
         self._process = None
         self._evaluation = None
         if fork:
@@ -159,12 +159,12 @@ class FitWorker:
             writer.close()
 
     @staticmethod
-    def _main(writer, parent_end, pipeline, parts, schema, network_runner) -> None:
+    def _main(writer, parent_end, pipeline, parts, schema, network_runner, threshold, cv_folds) -> None:
         _die_with_parent(parent_end)
         from tand.training import fitting
 
         try:
-            evaluation = _reply(writer, lambda: fitting.fit_and_evaluate(pipeline, parts, schema, network_runner))
+            evaluation = _reply(writer, lambda: fitting.fit_and_evaluate(pipeline, parts, schema, network_runner, threshold, cv_folds))
             if evaluation is not None:
                 _reply(writer, lambda: _timed_plots(parts, evaluation, schema))
         finally:
@@ -189,7 +189,7 @@ class FitWorker:
     def plots(self) -> tuple[dict[str, bytes], float]:
         """(PNG bytes by file name, seconds spent rendering)."""
         if self._process is None:
-            _, parts, schema, _ = self._args
+            _, parts, schema, *_ = self._args
             return _timed_plots(parts, self._evaluation, schema)
         plots = self._receive()
         self._process.join()
@@ -208,4 +208,5 @@ def _timed_plots(parts, evaluation, schema) -> tuple[dict[str, bytes], float]:
     from tand.training import fitting
 
     started = time.perf_counter()
-    return fitting.render_plots(parts, evaluation.predictions, schema), time.perf_counter() - started
+    # The schema fitting returned names the positive class (the plots' ROC and PR curves are drawn for it).
+    return fitting.render_plots(parts, evaluation.predictions, evaluation.schema or schema), time.perf_counter() - started
