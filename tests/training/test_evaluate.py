@@ -59,3 +59,41 @@ def test_regression_metrics_equal_scikit_learns():
     assert got["r2"] == pytest.approx(skm.r2_score(y, pred))
     assert got["mape"] == pytest.approx(skm.mean_absolute_percentage_error(y, pred))
     assert "mape" not in compute_metrics(Predictions(np.array([0.0, 1.0]), np.array([0.1, 0.9]), None, None))
+
+
+# An imbalanced binary problem whose minority ("fraud", 2 of 10) is the first configured class: the
+# positive class is named, not taken as the second column.
+FRAUD_CLASSES = ("fraud", "ok")
+FRAUD_TRUE = np.array(["ok", "ok", "fraud", "ok", "ok", "ok", "fraud", "ok", "ok", "ok"])
+P_FRAUD = np.array([0.05, 0.2, 0.35, 0.1, 0.4, 0.02, 0.15, 0.08, 0.3, 0.12])
+
+
+def test_binary_scores_are_for_the_named_positive_class_and_labels_follow_its_threshold():
+    from tand.schema import FeatureSchema
+    from tand.training.evaluate import decide
+
+    schema = FeatureSchema((), "classification", "y", FRAUD_CLASSES, positive_class="fraud", threshold=0.3)
+    proba = np.column_stack([P_FRAUD, 1 - P_FRAUD])
+    pred = decide(proba, schema)
+    assert pred.tolist() == np.where(P_FRAUD >= 0.3, "fraud", "ok").tolist()
+    got = compute_metrics(Predictions(FRAUD_TRUE, pred, proba, FRAUD_CLASSES, "fraud"))
+    fraud = FRAUD_TRUE == "fraud"
+    assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(fraud, P_FRAUD))
+    assert got["average_precision"] == pytest.approx(skm.average_precision_score(fraud, P_FRAUD))
+    assert got["average_precision_fraud"] == got["average_precision"]
+    assert got["average_precision_ok"] == pytest.approx(skm.average_precision_score(~fraud, 1 - P_FRAUD))
+    assert got["recall_fraud"] == pytest.approx(skm.recall_score(FRAUD_TRUE, pred, pos_label="fraud"))
+    assert got["precision_fraud"] == pytest.approx(skm.precision_score(FRAUD_TRUE, pred, pos_label="fraud"))
+    assert got["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(FRAUD_TRUE, pred))
+
+
+def test_without_a_threshold_labels_are_the_argmax():
+    from tand.schema import FeatureSchema
+    from tand.training.evaluate import decide
+
+    proba = np.column_stack([P_FRAUD, 1 - P_FRAUD])
+    for schema in (
+        FeatureSchema((), "classification", "y", FRAUD_CLASSES, positive_class="fraud"),
+        FeatureSchema((), "classification", "y", FRAUD_CLASSES),
+    ):
+        assert decide(proba, schema).tolist() == ["ok"] * len(P_FRAUD)
