@@ -32,7 +32,7 @@ def train(c, config="config.json", quiet=False, inline=False, verbose=False):
     with known_errors():
         cfg = load_config(config)
         result = run_training(cfg, progress=not quiet, processes=not inline)
-    headline = {k: round(v, 4) for k, v in result.metrics.items() if k.split("_", 1)[1] in HEADLINE}
+    headline = {k: round(v, 4) for k, v in result.metrics.items() if k.partition("_")[2] in HEADLINE}
     if result.stale_runs_failed:
         print(
             f"marked {len(result.stale_runs_failed)} run(s) FAILED that an `invoke train` on this host left RUNNING "
