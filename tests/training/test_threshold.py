@@ -207,3 +207,21 @@ def test_schemas_round_trip_the_threshold_and_old_ones_read_as_argmax():
     restored = FeatureSchema.from_dict(old)
     assert (restored.positive_class, restored.threshold) == (None, None)
     assert restored.positive_index(("a", "b")) is None
+
+
+def test_a_forked_fit_worker_sends_the_chosen_threshold_back(imbalanced_csv):
+    from tand.training.workers import FitWorker, available
+
+    if not available():
+        pytest.skip("no fork on this platform")
+    cfg = parse_config(config(imbalanced_csv))
+    dataset = load_dataset(cfg.train)
+    parts = split(dataset, cfg.train.test_size, cfg.train.seed)
+    worker = FitWorker(build_pipeline(dataset.schema, cfg.train, progress=False), parts, dataset.schema, threshold="auto")
+    try:
+        evaluation = worker.evaluation()
+        worker.plots()
+    finally:
+        worker.stop()
+    inline, _ = _fit(imbalanced_csv, "auto")
+    assert evaluation.schema.threshold == inline.schema.threshold is not None

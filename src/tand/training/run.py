@@ -196,7 +196,8 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
         request = example_request(dataset)
         laps.lap("data")
         worker = workers.FitWorker(
-            pipeline, parts, dataset.schema, torch_process, fork=processes, threshold=cfg.train.threshold, cv_folds=cfg.train.cv_folds
+            pipeline, parts, dataset.schema, torch_process,
+            fork=processes, threshold=cfg.train.threshold, cv_folds=cfg.train.cv_folds,
         )
         run_id, model_uri, evaluation, stale = _tracked_run(cfg, dataset, parts, request, worker, laps)
     finally:

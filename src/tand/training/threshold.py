@@ -71,7 +71,8 @@ def out_of_fold_proba(pipeline, X, y, positive: str, folds: int, seed: int = 0) 
         estimator.set_params(progress=False)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # e.g. a fold's early-stopping notices
+        # The clones repeat what the main fit already warned about (convergence, early stopping), once per fold.
+        warnings.simplefilter("ignore", UserWarning)
         proba = cross_val_predict(model, X, y, cv=cv, method="predict_proba")
     # cross_val_predict orders columns as the sorted labels of y.
     return proba[:, list(np.unique(y)).index(positive)]

@@ -164,7 +164,9 @@ class FitWorker:
         from tand.training import fitting
 
         try:
-            evaluation = _reply(writer, lambda: fitting.fit_and_evaluate(pipeline, parts, schema, network_runner, threshold, cv_folds))
+            evaluation = _reply(
+                writer, lambda: fitting.fit_and_evaluate(pipeline, parts, schema, network_runner, threshold, cv_folds)
+            )
             if evaluation is not None:
                 _reply(writer, lambda: _timed_plots(parts, evaluation, schema))
         finally:
