@@ -38,6 +38,8 @@ def train(c, config="config.json", quiet=False, inline=False, verbose=False):
             f"marked {len(result.stale_runs_failed)} run(s) FAILED that an `invoke train` on this host left RUNNING "
             f"when it was killed: {', '.join(result.stale_runs_failed)}"
         )
+    if result.leaderboard:
+        print(_selection_line(result.leaderboard))
     print(f"registered {result.model_name} version {result.version} (run {result.run_id})")
     print(f"test metrics: {json.dumps(headline)}")
     if result.alias_set:
@@ -50,6 +52,15 @@ def train(c, config="config.json", quiet=False, inline=False, verbose=False):
     # The interpreter's last garbage collections at exit walk every object MLflow, pandas and
     # scikit-learn created: about 1.5 s here (bench/train_bench.py). Frozen objects are skipped.
     gc.freeze()
+
+
+def _selection_line(table: list[dict]) -> str:
+    winner = next(row for row in table if row["status"] == "winner")
+    scored = sum(row["cv_mean"] is not None for row in table)
+    return (
+        f"model auto chose {winner['model']}: cross-validated {winner['metric']} {winner['cv_mean']:.4f} ± {winner['cv_std']:.4f}, "
+        f"best of {scored} candidate(s) scored (leaderboard: the run's auto/leaderboard.csv)"
+    )
 
 
 HEADLINE = {"accuracy", "balanced_accuracy", "roc_auc", "average_precision", "log_loss", "mae", "rmse", "r2"}

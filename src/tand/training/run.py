@@ -9,6 +9,12 @@ With `processes=True` (`invoke train`) the work is shared with other processes
 metrics and plots run in another, while this one imports MLflow, prepares the store, and logs. This
 module imports pandas and scikit-learn only after the PyTorch process has started, so those imports
 overlap. By default (a notebook, a debugger) all of it runs in the caller's process.
+
+With `model: "auto"` the selection (tand.training.auto) runs first, in this process, before the MLflow run
+starts (a bad config or dataset still leaves no run); then the winner is refitted on the whole training
+split and evaluated on the test split as if the config had named it, also in this process (the selection
+has imported what the refit needs). The run logs the winner's train section as params, `auto.winner`, one
+nested run per candidate and the leaderboard (tand.training.leaderboard).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import errno
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +30,7 @@ from tand.config import Config
 from tand.errors import TandError
 
 if TYPE_CHECKING:
+    from tand.training.auto import Selection
     from tand.training.data import Dataset, Split
     from tand.training.fitting import Evaluation
 
@@ -40,6 +47,7 @@ class TrainResult:
     request_example: dict
     timings: dict[str, float] = field(default_factory=dict)
     stale_runs_failed: list[str] = field(default_factory=list)  # RUNNING runs of dead processes, now FAILED
+    leaderboard: list[dict] = field(default_factory=list)  # model "auto": one row per candidate, best first
 
 
 class DiskFull(TandError):
@@ -182,7 +190,7 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
     laps = _Laps()
     from tand.training import workers
 
-    processes = processes and workers.available()
+    processes = processes and workers.available() and cfg.train.framework != "auto"
     torch_process = _start_torch_process(cfg) if processes else None
     worker = None
     try:
@@ -192,6 +200,10 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
 
         dataset = load_dataset(cfg.train)
         parts = split(dataset, cfg.train.test_size, cfg.train.seed)
+        requested, selection = cfg, None
+        if cfg.train.framework == "auto":
+            cfg, dataset, selection = _select(cfg, dataset, parts, progress)
+            laps.lap("select")
         pipeline = build_pipeline(dataset.schema, cfg.train, progress=progress)
         request = example_request(dataset)
         laps.lap("data")
@@ -199,7 +211,7 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
             pipeline, parts, dataset.schema, torch_process,
             fork=processes, threshold=cfg.train.threshold, cv_folds=cfg.train.cv_folds,
         )
-        run_id, model_uri, evaluation, stale = _tracked_run(cfg, dataset, parts, request, worker, laps)
+        run_id, model_uri, evaluation, stale, table = _tracked_run(cfg, dataset, parts, request, worker, laps, requested, selection)
     finally:
         if worker is not None:
             worker.stop()
@@ -211,16 +223,30 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
     alias_set = set_alias and registry.ensure_alias(cfg.mlflow.model_name, version, cfg.mlflow.alias)
     registry.write_json(Path(project_dir) / REQUEST_EXAMPLE_FILE, request)
     laps.lap("register")
-    return TrainResult(run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale)
+    return TrainResult(
+        run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale, table
+    )
 
 
-def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, worker, laps: _Laps):
-    """The MLflow run: set up the store while the worker fits, then log what it sends.
-    Returns (run id, logged model URI, evaluation, ids of stale runs marked FAILED)."""
+def _select(cfg: Config, dataset: Dataset, parts: Split, progress: bool):
+    """Model "auto": the config and dataset as if the config had named the winner, and the Selection."""
+    from tand.training import auto
+
+    selection = auto.select(cfg.train, dataset.schema, parts.X_train, parts.y_train, auto.stderr_report if progress else None)
+    cfg = cfg.model_copy(update={"train": selection.winner})
+    schema = replace(dataset.schema, framework=cfg.train.framework, model=selection.winner_name)
+    return cfg, replace(dataset, schema=schema), selection
+
+
+def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, worker, laps: _Laps, requested: Config, selection):
+    """The MLflow run: set up the store while the worker fits, then log what it sends. `requested`: the
+    config as written (model "auto" for a selection, whose winner `cfg` names).
+    Returns (run id, logged model URI, evaluation, ids of stale runs marked FAILED, the auto leaderboard)."""
     import mlflow
     import pandas as pd
 
     from tand.tracking import embedded, registry, runs
+    from tand.training import leaderboard
 
     embedded.create_if_missing(registry.tracking_uri())
     registry.check_reachable()
@@ -230,7 +256,8 @@ def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, wor
     laps.lap("store")
     with mlflow.start_run(experiment_id=experiment_id, tags=runs.owner_tags()) as run:
         mlflow.log_params(_params(cfg, dataset, parts))
-        mlflow.log_dict(cfg.model_dump(by_alias=True, exclude_none=True), "config.json")
+        mlflow.log_dict(requested.model_dump(by_alias=True, exclude_none=True), "config.json")
+        table = leaderboard.log_selection(run.info.run_id, experiment_id, selection) if selection is not None else []
         evaluation = worker.evaluation()
         laps.lap("fit_wait")
         laps.seconds.update({f"worker_{k}": v for k, v in evaluation.seconds.items()})
@@ -247,4 +274,4 @@ def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, wor
         plots, laps.seconds["worker_plots"] = worker.plots()
         _log_plots(plots)
         laps.lap("plots_wait")
-    return run.info.run_id, model.model_uri, evaluation, stale
+    return run.info.run_id, model.model_uri, evaluation, stale, table
