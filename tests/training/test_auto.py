@@ -134,3 +134,13 @@ def test_a_bad_dataset_stops_before_any_run_or_version(project):
         client = MlflowClient()
         assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
         assert client.search_registered_models() == []
+
+
+def test_big_data_is_sampled_and_the_slow_families_are_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(auto, "SELECTION_ROWS", 150)  # as if 240 training rows were hundreds of thousands
+    monkeypatch.setattr(auto, "LARGE_ROWS", 100)
+    selection = selection_on(auto_config(xor_csv(tmp_path / "xor.csv"), "classification"))
+    status = {c.model: c.status for c in selection.candidates}
+    assert selection.rows == 150 and selection.notes == ["cross-validated on a sample of 150 of 240 training rows"]
+    assert status["random_forest"] == status["mlp"] == "skipped"
+    assert selection.winner_name in TREES

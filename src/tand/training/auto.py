@@ -97,6 +97,8 @@ def _sample(X, y, schema, rows: int, seed: int):
     from sklearn.model_selection import train_test_split
 
     stratify = np.asarray(y, dtype=str) if schema.task == "classification" else None
+    if stratify is not None and np.unique(stratify, return_counts=True)[1].min() < 2:
+        stratify = None  # a class of one row cannot be stratified; cross_validate then says so
     X_sample, _, y_sample, _ = train_test_split(X, y, train_size=rows, random_state=seed, stratify=stratify)
     return X_sample, y_sample
 

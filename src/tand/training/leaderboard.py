@@ -156,6 +156,7 @@ def log_selection(run_id: str, experiment_id: str, selection: Selection) -> list
             "auto.metric": selection.metric,
             "auto.candidates": ",".join(c.model for c in selection.candidates),
             "auto.selection_rows": str(selection.rows),
+            "auto.notes": "; ".join(selection.notes) or "-",
         }
     )
     mlflow.log_metrics(
