@@ -142,7 +142,7 @@ def study_name(cfg: Config, model: str, name: str | None) -> str:
     return name or cfg.tune.study or f"{cfg.mlflow.model_name}-{model}"
 
 
-def _objective(cfg: Config, model: str, space: dict, parts, schema, worker: str):
+def _objective(cfg: Config, model: str, space: dict, parts, schema, worker: str, experiment_id: str):
     import mlflow
     import optuna
 
@@ -164,7 +164,8 @@ def _objective(cfg: Config, model: str, space: dict, parts, schema, worker: str)
                 mlflow.set_tag("tand.trial_state", "PRUNED")
                 raise optuna.TrialPruned()
 
-        with mlflow.start_run(nested=True, run_name=f"trial {trial.number}", tags={"tand.trial": str(trial.number)}):
+        tags = {"tand.trial": str(trial.number)}
+        with mlflow.start_run(experiment_id=experiment_id, nested=True, run_name=f"trial {trial.number}", tags=tags):
             mlflow.log_params({"model": model, **params})
             score = cross_validate(
                 pipeline, parts.X_train, parts.y_train, schema, metric, cfg.train.cv_folds, cfg.train.seed, on_fold
@@ -218,7 +219,7 @@ def tune(
     registry.check_reachable()
     experiment_id = registry.ensure_experiment(cfg.mlflow.experiment_name)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    objective = _objective(base, model, space, parts, dataset.schema, worker)
+    objective = _objective(base, model, space, parts, dataset.schema, worker, experiment_id)
     before = _own_trials(the_study, worker)
     tags = {**runs.owner_tags(), "tand.study": name, "tand.model": model}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"tune {name} ({worker})", tags=tags):
@@ -326,5 +327,6 @@ def leaderboard(study_name_: str, storage: str | None, project_dir: str | Path =
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         rows.append({"trial": t.number, "state": t.state.name, "score": t.value, "params": t.params, "seconds": seconds,
                      "worker": t.user_attrs.get("worker", "")})  # fmt: skip
-    rows.sort(key=lambda r: (r["score"] is None, sign * (r["score"] or 0), r["trial"]))
+    # Completed trials by score, then the rest (a pruned trial's score is its last running mean: not comparable).
+    rows.sort(key=lambda r: (r["state"] != "COMPLETE", r["score"] is None, sign * (r["score"] or 0), r["trial"]))
     return rows
