@@ -117,7 +117,7 @@ def _running_with_heartbeat(storage: str) -> int | None:
     with contextlib.suppress(Exception), pg_admin(dbname) as conn:  # the tables appear with the first worker
         row = conn.execute(
             "SELECT t.number FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE t.state = 'RUNNING'"
-            " AND EXISTS (SELECT 1 FROM trial_params p WHERE p.trial_id = t.trial_id)"  # sampled: fitting its folds
+            " AND (SELECT count(*) FROM trial_params p WHERE p.trial_id = t.trial_id) = 4"  # all sampled: fitting folds
         ).fetchone()
         return row[0] if row else None
     return None
@@ -127,7 +127,7 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path, databases):
     from optuna.trial import TrialState
 
     storage, tracking = databases
-    # Slow trials (a few hundred trees per fold) so the kill lands mid-trial.
+    # Slow trials (a few hundred trees per fold) so the kill lands mid-trial; 4 parameters (2 of the catalog's).
     space = {"random_forest": {"n_estimators": {"low": 150, "high": 250}, "max_depth": {"low": 3, "high": 6}}}
     project = _project(tmp_path / "project", "random_forest", space)
     flags = ("--study", "kill", "--heartbeat", "1")

@@ -298,6 +298,8 @@ def _register_best(study, rdb, base: Config, model: str, project_dir, result: Tu
     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         return  # another worker is still at it: the last one registers
     with _study_lock(rdb, study.study_name):
+        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            return  # one started while we waited for the lock
         attrs = study.user_attrs
         best = study.best_trial
         if attrs.get(REGISTERED) == best.number:
