@@ -29,16 +29,17 @@ def tune(c, config="config.json", model=None, trials=None, timeout=None, study=N
     load_env("train.env")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from tand.config import load_config
+    from tand.training import studies
     from tand.training import tune as tuning
 
     trials = whole_number("--trials", trials)
     with known_errors():
         cfg = load_config(config)
         timeout_s = _seconds("--timeout", timeout)
-        beat = _seconds("--heartbeat", heartbeat) or tuning.HEARTBEAT_SECONDS
+        beat = _seconds("--heartbeat", heartbeat) or studies.HEARTBEAT_SECONDS
         if report:
             name = tuning.study_name(cfg, model or cfg.tune.model or cfg.train.model or "mlp", study)
-            _print_leaderboard(name, tuning.leaderboard(name, storage or cfg.tune.storage))
+            _print_leaderboard(name, studies.leaderboard(name, storage or cfg.tune.storage))
             return
         result = tuning.tune(cfg, model, trials, timeout_s, study, storage, heartbeat=beat)
     print(f"study {result.study}: this worker ran {result.trials_run} trial(s)")

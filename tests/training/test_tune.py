@@ -57,7 +57,7 @@ def _wait(process: Process, timeout: float = 120) -> str:
 def _study(storage: str, name: str):
     import optuna
 
-    from tand.training.tune import storage_url
+    from tand.training.studies import storage_url
 
     return optuna.load_study(study_name=name, storage=storage_url(storage))
 
