@@ -36,21 +36,19 @@ class TuneResult:
     registered_elsewhere: int | None = None  # the best trial's version, registered by another worker
 
 
-class _PerTrialSeed:
-    """A TPE sampler whose random draws are seeded by seed + trial number: two workers with the same seed
-    draw different start-up points (trial numbers are unique in a study), and one worker is reproducible."""
+def _sampler(seed: int):
+    """TPE whose random draws are seeded by seed + trial number: two workers with the same seed draw different
+    start-up points (trial numbers are unique in a study), and one worker alone is reproducible."""
+    import optuna
 
-    def __new__(cls, seed: int):
-        import optuna
+    class PerTrialSeed(optuna.samplers.TPESampler):
+        def before_trial(self, study, trial):
+            # Private attributes of Optuna's TPESampler (the version is pinned in requirements.txt).
+            self._rng.rng.seed(seed + trial.number)
+            self._random_sampler._rng.rng.seed(seed + trial.number)
+            super().before_trial(study, trial)
 
-        class Sampler(optuna.samplers.TPESampler):
-            def before_trial(self, study, trial):
-                # Private attributes of Optuna's TPESampler (pinned in requirements.txt).
-                self._rng.rng.seed(seed + trial.number)
-                self._random_sampler._rng.rng.seed(seed + trial.number)
-                super().before_trial(study, trial)
-
-        return Sampler(seed=seed, constant_liar=True)  # constant liar: running trials of others count as poor
+    return PerTrialSeed(seed=seed, constant_liar=True)  # constant liar: others' running trials count as poor
 
 
 def tuned_config(cfg: Config, model: str, params: dict) -> Config:
@@ -161,7 +159,7 @@ def tune(
         storage=rdb,
         load_if_exists=True,
         direction="maximize" if greater_is_better(base.train.selection_metric) else "minimize",
-        sampler=_PerTrialSeed(base.train.seed),
+        sampler=_sampler(base.train.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     )
     embedded.create_if_missing(registry.tracking_uri())
