@@ -11,22 +11,24 @@
 FROM python:3.11-slim
 
 # --- The serving dependencies in a virtual environment, trimmed, in one layer.
-COPY requirements-serve.txt /tmp/requirements-serve.txt
+# requirements-model.txt (staged by invoke docker-build): the served model's own library, if any (LightGBM,
+# XGBoost or CatBoost) and the Debian packages it needs (`# apt: ...` lines): an image carries only what its model needs.
+COPY requirements-serve.txt build/model-store/requirements-model.txt /tmp/
 ARG EXTRA_PACKAGES=""
 # binutils only for `strip`, installed and purged within this one step so none of it reaches the layer (pinning
 # a Debian revision would break the build when the python:3.11-slim tag moves to a newer Debian). No bytecode
 # yet (the last step compiles what serving imports), no packages' own test suites, extension modules without
 # symbols; the wheels' bundled *.libs are left alone (stripping them breaks them).
-# hadolint ignore=DL3008,SC2086
+# hadolint ignore=DL3008,SC2086,SC2046
 RUN apt-get update \
- && apt-get install -y --no-install-recommends binutils \
+ && apt-get install -y --no-install-recommends binutils $(sed -n 's/^# apt: //p' /tmp/requirements-model.txt) \
  && python -m venv --without-pip /opt/venv \
  && pip --python /opt/venv/bin/python install --no-cache-dir --disable-pip-version-check --no-compile \
-      -r /tmp/requirements-serve.txt $EXTRA_PACKAGES \
+      -r /tmp/requirements-serve.txt -r /tmp/requirements-model.txt $EXTRA_PACKAGES \
  && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
  && find /opt/venv -type f -name '*.so*' ! -path '*.libs/*' -exec strip --strip-unneeded {} + \
  && apt-get purge -y --auto-remove binutils \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log /tmp/requirements-serve.txt
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log /tmp/requirements-serve.txt /tmp/requirements-model.txt
 
 # --- The API, run by a non-root user. Metadata after the dependencies: changing it rebuilds only what follows.
 ENV PATH=/opt/venv/bin:$PATH \

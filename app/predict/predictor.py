@@ -122,10 +122,11 @@ class Predictor:
         return labels, proba
 
     def _check_inputs(self, X: np.ndarray) -> None:
-        limit = self._limit
-        if np.abs(X).max(initial=0.0) <= limit:
+        # NaN passes: tree models that handle missing values themselves get them unimputed.
+        too_large = np.abs(X) > self._limit
+        if not too_large.any():
             return
-        rows, columns = np.nonzero(~(np.abs(X) <= limit))
+        rows, columns = np.nonzero(too_large)
         names = self._column_features()
         raise OutOfRange([(int(r), names[c] if c < len(names) else None) for r, c in zip(rows, columns)])
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tand.shipping.bake import MARKER, BakeError, stage_store
+from tand.shipping.bake import MARKER, REQUIREMENTS, BakeError, stage_store
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,8 @@ def test_only_the_served_version_is_copied(staged, trained_model):
     baked, dest = staged
     assert baked.version == trained_model.version and baked.alias == "production"
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert files == sorted([*baked.files, MARKER])
+    assert files == sorted([*baked.files, MARKER, REQUIREMENTS])
+    assert not [ln for ln in (dest / REQUIREMENTS).read_text().splitlines() if not ln.startswith("#")], "an MLP needs no library"
     assert any(f.endswith("/model.pkl") for f in files) and any(f.endswith("/MLmodel") for f in files)
     # The run's plots and other artifacts stay out of the image; its example request comes along for /docs.
     assert not any(f.endswith(".png") for f in files)
@@ -70,7 +71,7 @@ def test_the_baked_store_loads_from_a_copy_of_the_context(staged, trained_model,
 def test_a_tracking_server_bakes_nothing(tmp_path):
     dest = tmp_path / "build" / "model-store"
     assert stage_store("http://mlflow.example.internal:5000", "m", "production", tmp_path, dest) is None
-    assert [p.name for p in dest.iterdir()] == [MARKER]
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, REQUIREMENTS]
     assert "MLFLOW_TRACKING_URI" in (dest / MARKER).read_text()
 
 

@@ -71,7 +71,8 @@ def _project_tree(root: Path) -> None:
     for path in junk:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text("x")
-    for path in ("build/model-store/database.db", "build/model-store/MODEL_STORE.txt", "build/model-store/mlruns/1/models/m-1/artifacts/model.pkl"):
+    for path in ("build/model-store/database.db", "build/model-store/MODEL_STORE.txt", "build/model-store/requirements-model.txt",
+                 "build/model-store/mlruns/1/models/m-1/artifacts/model.pkl"):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text("store")
 
@@ -89,7 +90,8 @@ def test_build_context_is_what_serving_needs_and_nothing_else(tmp_path):
     }
     # docker always sends the Dockerfile and .dockerignore (COPY never copies them into the image).
     expected |= {"Dockerfile", ".dockerignore", "config.json", "requirements-serve.txt", "deploy/docker/warm_start.py", "build/model-store/database.db",
-                 "build/model-store/MODEL_STORE.txt", "build/model-store/mlruns/1/models/m-1/artifacts/model.pkl"}
+                 "build/model-store/MODEL_STORE.txt", "build/model-store/requirements-model.txt",
+                 "build/model-store/mlruns/1/models/m-1/artifacts/model.pkl"}
     assert files == expected, {"unexpected": sorted(files - expected), "missing": sorted(expected - files)}
 
 

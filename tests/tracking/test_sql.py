@@ -36,6 +36,9 @@ def test_the_version_location_and_run_artifacts_are_mlflows(store):
     with sqlite3.connect(copied.db) as connection:
         assert sql.run_artifact_uri(connection, mv.run_id) == client.get_run(mv.run_id).info.artifact_uri
         assert sql.baked_alias_target(connection, name, "production") == (version, mv.run_id, location)
+        params = client.get_run(mv.run_id).data.params
+        assert sql.run_param(connection, mv.run_id, "train.framework") == params["train.framework"]
+        assert sql.run_param(connection, mv.run_id, "no.such.param") is None
 
 
 def test_every_location_column_exists(store):

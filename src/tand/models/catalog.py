@@ -1,8 +1,13 @@
-"""Names users put in `train.model`, mapped to scikit-learn classes (imported only when built)."""
+"""Names users put in `train.model`, mapped to scikit-learn classes (imported only when built).
+
+LightGBM, XGBoost and CatBoost are built by tand.models.boosting (their own scikit-learn APIs behind one
+adapter); each is known only where its library is installed.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 
 from tand.errors import ConfigError
@@ -32,12 +37,37 @@ REGRESSORS = {
     "hist_gradient_boosting": "sklearn.ensemble.HistGradientBoostingRegressor",
 }
 
+# The boosting libraries: train.model name -> the module that must be importable.
+BOOSTING = {"lightgbm": "lightgbm", "xgboost": "xgboost", "catboost": "catboost"}
+# Tree models that take categories natively (integer codes, told which columns), not one-hot encoded.
+NATIVE_CATEGORIES = frozenset({*BOOSTING, "hist_gradient_boosting"})
+# The distribution (pinned in requirements.txt) that serving a model of each boosting library needs.
+BOOSTING_DISTRIBUTIONS = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu", "catboost": "catboost"}
+# Debian packages the served library needs beyond python:3.11-slim (LightGBM links the system's OpenMP;
+# XGBoost's and scikit-learn's wheels carry their own).
+BOOSTING_SYSTEM_PACKAGES = {"lightgbm": ("libgomp1",)}
+
 # Arguments we set unless the user does: probabilities for SVC, a seed where the class takes one.
 _DEFAULT_ARGS = {"sklearn.svm.SVC": {"probability": True}, "sklearn.linear_model.LogisticRegression": {"max_iter": 1000}}
 
 
+def installed_boosting() -> list[str]:
+    return [name for name, module in BOOSTING.items() if importlib.util.find_spec(module) is not None]
+
+
+def serving_packages(model: str | None) -> tuple[list[str], list[str]]:
+    """(pinned pip requirements, Debian packages) that serving a model named `model` needs beyond
+    requirements-serve.txt: its boosting library, at the version installed here; nothing for the others."""
+    if model not in BOOSTING_DISTRIBUTIONS:
+        return [], []
+    from importlib.metadata import version
+
+    distribution = BOOSTING_DISTRIBUTIONS[model]
+    return [f"{distribution}=={version(distribution)}"], list(BOOSTING_SYSTEM_PACKAGES.get(model, ()))
+
+
 def known_models(task: str) -> list[str]:
-    return sorted(CLASSIFIERS if task == "classification" else REGRESSORS)
+    return sorted([*(CLASSIFIERS if task == "classification" else REGRESSORS), *installed_boosting()])
 
 
 def build_sklearn_estimator(task: str, name: str, args: dict, seed: int):

@@ -22,6 +22,9 @@ from tand.tracking.stores import local_artifact_path, sqlite_path
 
 STORE_DIR = Path("build") / "model-store"  # inside the project; the Dockerfile copies it to /app
 MARKER = "MODEL_STORE.txt"
+# What the served model needs beyond requirements-serve.txt (its boosting library): the Dockerfile installs it
+# in the dependency layer. Comment lines `# apt: PKG` name Debian packages it needs too.
+REQUIREMENTS = "requirements-model.txt"
 DATABASE = "database.db"
 
 
@@ -47,6 +50,7 @@ def stage_store(tracking_uri: str, model_name: str, alias: str, project_dir: Pat
     database = sqlite_path(tracking_uri)
     if database is None:
         _write_marker(dest, "No store baked: the container loads the model from MLFLOW_TRACKING_URI at run time.\n")
+        write_requirements(dest, served_model_kind(tracking_uri, model_name, alias))
         return None
     database = database if database.is_absolute() else project_dir / database
     if not database.is_file():
@@ -56,6 +60,7 @@ def stage_store(tracking_uri: str, model_name: str, alias: str, project_dir: Pat
     connection = sqlite3.connect(copy)
     try:
         version, run_id, location = _alias_target(connection, model_name, alias, tracking_uri)
+        write_requirements(dest, sql.run_param(connection, run_id, "train.model"))
         root = database.parent.resolve()
         files = _copy_version(project_dir, root, location, dest, model_name, version)
         files += _copy_example(project_dir, root, sql.run_artifact_uri(connection, run_id), dest)
@@ -74,6 +79,40 @@ def stage_store(tracking_uri: str, model_name: str, alias: str, project_dir: Pat
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from an embedded MLflow store.\n",
     )
     return baked
+
+
+def write_requirements(dest: Path, model: str | None) -> tuple[list[str], list[str]]:
+    """The served model's extra requirements (tand.models.catalog.serving_packages) in dest/REQUIREMENTS."""
+    from tand.models.catalog import serving_packages
+
+    pip, apt = serving_packages(model)
+    lines = [f"# What serving the {model or 'unknown'} model needs beyond requirements-serve.txt (written by invoke docker-build)"]
+    lines += [f"# apt: {name}" for name in apt] + pip
+    (dest / REQUIREMENTS).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return pip, apt
+
+
+def served_model_kind(tracking_uri: str, model_name: str, alias: str) -> str | None:
+    """train.model of the version the alias points to on a tracking server; None if it cannot be asked
+    (the image then carries no boosting library, and says so in its requirements file)."""
+    import os
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    # One quick try (MLflow's default is minutes of retries): the image builds either way.
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        version = client.get_model_version_by_alias(model_name, alias)
+        return client.get_run(version.run_id).data.params.get("train.model")
+    except (MlflowException, OSError):
+        return None
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 def _snapshot(source: Path, target: Path) -> None:

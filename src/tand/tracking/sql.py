@@ -34,6 +34,7 @@ ALIAS_TARGET = (
 )
 VERSION_LOCATION = "SELECT storage_location FROM model_versions WHERE name = :name AND version = :version"
 RUN_ARTIFACTS = "SELECT artifact_uri FROM runs WHERE run_uuid = :run_id"
+RUN_PARAM = "SELECT value FROM params WHERE run_uuid = :run_id AND key = :key"
 RELATIVE_EXPERIMENT_LOCATION = "UPDATE experiments SET artifact_location = :location WHERE experiment_id = :id"
 # Columns that hold artifact locations; a baked store rewrites absolute ones under its folder as relative.
 LOCATION_COLUMNS = (
@@ -201,6 +202,11 @@ def baked_alias_target(connection: sqlite3.Connection, name: str, alias: str) ->
 def run_artifact_uri(connection: sqlite3.Connection, run_id: str) -> str:
     row = connection.execute(RUN_ARTIFACTS, {"run_id": run_id}).fetchone()
     return (row[0] or "") if row else ""
+
+
+def run_param(connection: sqlite3.Connection, run_id: str, key: str) -> str | None:
+    row = connection.execute(RUN_PARAM, {"run_id": run_id, "key": key}).fetchone()
+    return row[0] if row else None
 
 
 def relocate(connection: sqlite3.Connection, relative_to) -> None:

@@ -72,11 +72,15 @@ def fit_and_evaluate(pipeline, parts, schema, network_runner=None, threshold="au
     return Evaluation(pipeline, metrics, list(getattr(pipeline[-1], "history_", [])), seconds, test, schema)
 
 
-def render_plots(parts, predictions, schema) -> dict[str, bytes]:
-    """The test split's plots as PNG bytes keyed by file name."""
+def render_plots(parts, predictions, schema, pipeline=None) -> dict[str, bytes]:
+    """The test split's plots as PNG bytes keyed by file name (with `pipeline`, its feature importance too)."""
     from tand.training import plots
 
     figures = plots.evaluation_figures(parts.X_test, predictions, schema)
+    if pipeline is not None:
+        from tand.training.importance import feature_importance, importance_figure
+
+        figures["feature_importance.png"] = importance_figure(feature_importance(pipeline, parts.X_test, parts.y_test, schema))
     try:
         rendered = {}
         for name, figure in figures.items():

@@ -211,4 +211,5 @@ def _timed_plots(parts, evaluation, schema) -> tuple[dict[str, bytes], float]:
 
     started = time.perf_counter()
     # The schema fitting returned names the positive class (the plots' ROC and PR curves are drawn for it).
-    return fitting.render_plots(parts, evaluation.predictions, evaluation.schema or schema), time.perf_counter() - started
+    plots = fitting.render_plots(parts, evaluation.predictions, evaluation.schema or schema, evaluation.pipeline)
+    return plots, time.perf_counter() - started
