@@ -310,3 +310,17 @@ def test_numeric_plot_has_tick_labels_on_both_axes_of_every_feature(rendered, na
     assert len(numbers) >= 4 * len(schema.numeric)  # at least two ticks on each axis
     if p.classes is not None:
         assert sum(t.endswith("%") for t in texts) >= 2 * len(schema.numeric)
+
+
+def test_binary_curves_are_drawn_for_the_positive_class_the_metrics_use():
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(200) < 0.1, "churn", "stay")  # the minority sorts first
+    proba_churn = np.clip(0.3 * (y == "churn") + rng.random(200) * 0.7, 0, 1)
+    p = Predictions(y, np.where(proba_churn > 0.5, "churn", "stay"), np.c_[proba_churn, 1 - proba_churn], ("churn", "stay"), "churn")
+    for kind in ("roc", "pr"):
+        figure = plots._curves_figure(p, kind)
+        ax = figure.axes[0]
+        assert "positive class: churn" in ax.get_xlabel()
+        assert [t.get_text() for t in ax.get_legend().get_texts()][0].startswith("churn")
+    legacy = Predictions(y, y, np.c_[proba_churn, 1 - proba_churn], ("churn", "stay"))  # no positive stored: the second
+    assert plots.positive_class(legacy) == "stay"

@@ -61,7 +61,8 @@ def _category_bars(p: Predictions, masks: list) -> tuple[list, float]:
     """Per category, the bars to draw: (actual segments, predicted segments), each [(left, width, colour)]."""
     colors = class_colors(p.classes)
     binary = len(p.classes) == 2
-    shown = p.classes[1:] if binary else p.classes  # binary: the positive class's share; else all, stacked
+    # binary: the positive class's share (the minority, as the metrics); else all, stacked
+    shown = [p.positive if p.positive is not None else p.classes[1]] if binary else p.classes
     bars = []
     for mask in masks:
         actual, predicted, left_a, left_p = [], [], 0.0, 0.0
@@ -101,7 +102,7 @@ def categorical_figure(X: pd.DataFrame, p: Predictions, schema: FeatureSchema):
         handles = _legend(["actual mean", "predicted mean"], {"actual mean": ACTUAL_COLOR, "predicted mean": "C0"})
         title = f"Mean {schema.label} per category, actual (grey) and predicted (test split; rows in brackets)"
     elif len(p.classes) == 2:
-        positive = p.classes[1]
+        positive = p.positive if p.positive is not None else p.classes[1]
         colors = {f"actual share {positive}": ACTUAL_COLOR, f"predicted share {positive}": class_colors(p.classes)[positive]}
         handles = _legend(list(colors), colors)
         title = f"Share of {positive} per category, actual (upper bar) and predicted (test split; rows in brackets)"

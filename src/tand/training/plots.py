@@ -34,10 +34,15 @@ def confusion_matrix_figure(p: Predictions):
     return fig
 
 
+def positive_class(p: Predictions) -> str:
+    """A binary model's positive class: the one its metrics and threshold are for (else the second)."""
+    return p.positive if p.positive is not None else p.classes[1]
+
+
 def _curves_figure(p: Predictions, kind: str):
     fig, ax = _figure(5.5, 4.6)
     binary = len(p.classes) == 2
-    shown = p.classes[1:] if binary else p.classes  # a binary problem's positive class is the second
+    shown = [positive_class(p)] if binary else p.classes  # binary: the positive class (the minority), as the metrics
     display = skm.RocCurveDisplay if kind == "roc" else skm.PrecisionRecallDisplay
     for name in shown:
         positive = p.y_true == name
