@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from app.auth import token_checker
 from app.store.serving import ModelStore, SchemaMismatch
 from app.predict.endpoint import PredictEndpoint, unavailable_detail
 from tand.errors import RegistryError
+from tand.monitoring.model_card import read_card
 
 
 class Detail(BaseModel):
@@ -150,3 +153,22 @@ def add_routes(app: FastAPI, store: ModelStore, api_token: str, max_body_bytes: 
             "positive_class": served.schema.positive_class,
             "threshold": served.schema.threshold,
         }
+
+    @app.get(
+        "/model/card",
+        dependencies=authorized,
+        response_class=HTMLResponse,
+        responses={**UNAUTHORIZED, 404: {"model": Detail, "description": "The served version has no model card."}, **UNAVAILABLE},
+        summary="The served version's model card: one self-contained HTML page",
+    )
+    async def model_card():
+        served = store.current
+        if served is None:
+            return _unavailable(store)
+        try:  # read through MLflow, off the event loop (the first call imports it)
+            page = await asyncio.to_thread(read_card, store.settings.tracking_uri, served.run_id, "html")
+        except RegistryError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=503)
+        if page is None:
+            return JSONResponse({"detail": f"version {served.version} has no model card (trained before cards existed)"}, status_code=404)
+        return HTMLResponse(page)

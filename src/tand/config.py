@@ -286,6 +286,24 @@ class TuneConfig(_Section):
     )
 
 
+def _one_or_more(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class ModelCardConfig(_Section):
+    """The model card written with each version (tand.monitoring.model_card): the text only people know."""
+
+    intended_use: str | None = Field(None, description="What the model is for, and for whom (shown on the model card).")
+    limitations: str | None = Field(None, description="Where it should not be used, known weak spots, caveats (shown on the card).")
+    owners: list[str] = Field(default_factory=list, description="Who answers for the model: names or team addresses.")
+    slice_by: Annotated[list[str], BeforeValidator(_one_or_more)] = Field(
+        default_factory=list, description="Categorical feature(s) whose every value gets its own test metrics on the card."
+    )
+    bootstrap_resamples: WholeNumber = Field(
+        200, ge=0, le=10_000, description="Seeded resamples of the test predictions for the metrics' 95% intervals; 0: none."
+    )
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
@@ -295,6 +313,7 @@ class Config(BaseModel):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
     test: _Section | None = Field(default=None, description="Accepted for TanD configs; unused.")
 
 

@@ -197,8 +197,10 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
         from tand.training.data import load_dataset, split
         from tand.training.request_example import example_request
         from tand.training.pipeline import build_pipeline
+        from tand.monitoring import model_card
 
         dataset = load_dataset(cfg.train)
+        model_card.check_slices(cfg.model_card, dataset.schema)
         parts = split(dataset, cfg.train.test_size, cfg.train.seed)
         requested, selection = cfg, None
         if cfg.train.framework == "auto":
@@ -211,7 +213,7 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
             pipeline, parts, dataset.schema, torch_process,
             fork=processes, threshold=cfg.train.threshold, cv_folds=cfg.train.cv_folds,
         )
-        run_id, model_uri, evaluation, stale, table = _tracked_run(cfg, dataset, parts, request, worker, laps, requested, selection)
+        run_id, model_uri, evaluation, stale, table, card = _tracked_run(cfg, dataset, parts, request, worker, laps, requested, selection)
     finally:
         if worker is not None:
             worker.stop()
@@ -223,6 +225,8 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
     alias_set = set_alias and registry.ensure_alias(cfg.mlflow.model_name, version, cfg.mlflow.alias)
     registry.write_json(Path(project_dir) / REQUEST_EXAMPLE_FILE, request)
     laps.lap("register")
+    model_card.log_card(card, run_id, version)  # rendered once the version number is known
+    laps.lap("model_card")
     return TrainResult(
         run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale, table
     )
@@ -241,11 +245,12 @@ def _select(cfg: Config, dataset: Dataset, parts: Split, progress: bool):
 def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, worker, laps: _Laps, requested: Config, selection):
     """The MLflow run: set up the store while the worker fits, then log what it sends. `requested`: the
     config as written (model "auto" for a selection, whose winner `cfg` names).
-    Returns (run id, logged model URI, evaluation, ids of stale runs marked FAILED, the auto leaderboard)."""
+    Returns (run id, logged model URI, evaluation, ids of stale runs marked FAILED, the auto leaderboard, the model card)."""
     import mlflow
     import pandas as pd
 
     from tand.tracking import embedded, registry, runs
+    from tand.monitoring import model_card
     from tand.training import leaderboard
 
     embedded.create_if_missing(registry.tracking_uri())
@@ -274,4 +279,6 @@ def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, wor
         plots, laps.seconds["worker_plots"] = worker.plots()
         _log_plots(plots)
         laps.lap("plots_wait")
-    return run.info.run_id, model.model_uri, evaluation, stale, table
+        card = model_card.build(cfg, dataset, parts, evaluation, schema, plots, run.info.run_id)
+        laps.lap("model_card_build")
+    return run.info.run_id, model.model_uri, evaluation, stale, table, card
