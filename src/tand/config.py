@@ -102,7 +102,7 @@ class CsvConfig(_Section):
 
 
 class TrainConfig(_Section):
-    data_path: str = Field("data/data.csv", description="CSV file with one row per example, relative to the project root.")
+    data_path: str = Field("data/data.csv", description="CSV or Parquet file (.parquet, .pq) with one row per example, relative to the project root.")
     csv: CsvConfig = Field(default_factory=CsvConfig, description="How to read the CSV: separator, encoding, decimal, missing values.")
     labels_column: str = Field(description="Column of the CSV that holds the label to predict.")
     labels: list[str] | None = Field(
@@ -132,6 +132,12 @@ class TrainConfig(_Section):
     )
     categorical: list[str] | None = Field(None, description="Columns to one-hot encode. Default: inferred.")
     numeric: list[str] | None = Field(None, description="Columns to impute and scale. Default: inferred.")
+    max_categories: WholeNumber | None = Field(
+        None, ge=2, description="Per categorical column, the most frequent categories kept; the rarer ones become one (OneHotEncoder's max_categories)."
+    )
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="Stop before fitting when the encoded training matrix would pass this size. Default: half the available memory."
+    )
     test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of rows held out for evaluation.")
     seed: WholeNumber = Field(42, description="Seed for the split, the model and the PyTorch weights.")
     # PyTorch MLP

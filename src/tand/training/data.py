@@ -1,4 +1,4 @@
-"""CSV → checked frame → features and labels → seeded split. Plain data in, plain data out."""
+"""CSV or Parquet → checked frame → features and labels → seeded split. Plain data in, plain data out."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from tand.config import TrainConfig
 from tand.errors import DataError
 from tand.schema import Feature, FeatureSchema
 from tand.training.preprocess import preprocess
-from tand.training.reading import read_csv
+from tand.training.reading import read_csv, read_table
 
-__all__ = ["Dataset", "Split", "load_dataset", "read_csv", "split"]
+__all__ = ["Dataset", "Split", "load_dataset", "read_csv", "read_table", "split"]
 
 # An integer column with at most this many distinct values, each seen twice on average, is treated as a
 # category (sex, chest-pain type...); declared `numeric` / `categorical` lists override the guess.
@@ -181,8 +181,8 @@ def _refuse_numbers_with_strays(name: str, present: pd.Series, cfg: TrainConfig)
 
 
 def load_dataset(cfg: TrainConfig) -> Dataset:
-    """Read the CSV, run the user's preprocess hook, check it against the config, infer feature types."""
-    frame = read_csv(cfg.data_path, cfg.csv)
+    """Read the CSV or Parquet file, run the user's preprocess hook, check it against the config, infer feature types."""
+    frame = read_table(cfg.data_path, cfg.csv)
     if frame.empty:
         raise DataError(f"train.data_path: {cfg.data_path!r} has a header but no rows; add data")
     _check_columns(frame, cfg)

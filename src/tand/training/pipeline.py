@@ -1,6 +1,10 @@
 """One artifact whatever the framework: preprocessing and estimator in a scikit-learn Pipeline.
 
-Most models get numbers imputed and scaled and categories one-hot encoded. Tree models that handle
+Most models get numbers imputed and scaled and categories one-hot encoded: dense (the API's compiled
+form reads it) unless the one-hot is wide (over SPARSE_MIN_WIDTH columns) and the model takes a sparse
+matrix (linear models, SVMs, k-NN, scikit-learn's trees), where a sparse matrix holds one value per
+feature and row instead of one per category; `train.max_categories` groups the rarest categories of
+each column into one (OneHotEncoder's max_categories). Tree models that handle
 categories themselves (tand.models.catalog.NATIVE_CATEGORIES) get no one-hot matrix (a dense one-hot of a
 high-cardinality column is quadratic memory, and slower to fit): numbers pass through with their NaN (the
 libraries learn where missing values go), categories become integer codes (missing or unknown: NaN), and
@@ -19,11 +23,33 @@ from tand.config import TrainConfig
 from tand.models.catalog import BOOSTING, NATIVE_CATEGORIES, build_sklearn_estimator
 from tand.schema import FeatureSchema
 
+# Models whose fit and predict take a scipy sparse matrix (GaussianNB and the MLP need dense arrays).
+SPARSE_MODELS = frozenset({
+    "logistic_regression", "linear", "ridge", "lasso", "svm", "knn", "decision_tree", "random_forest",
+    "extra_trees", "gradient_boosting", "ada_boost",
+})  # fmt: skip
+# Below this many one-hot columns dense is as small, faster to fit, and the API's compiled path reads it.
+SPARSE_MIN_WIDTH = 256
 # HistGradientBoosting bins a category per code: at most max_bins (255) of them; rarer ones are grouped.
 HGB_MAX_CATEGORIES = 255
 
 
-def build_preprocessor(schema: FeatureSchema) -> ColumnTransformer:
+def onehot_width(schema: FeatureSchema, max_categories: int | None = None) -> int:
+    """Columns the one-hot encoder outputs: each categorical feature's categories (capped by max_categories)."""
+    counts = [len(f.categories or ()) or 1 for f in schema.features if f.kind == "categorical"]
+    return sum(min(c, max_categories) if max_categories else c for c in counts)
+
+
+def sparse_onehot(schema: FeatureSchema, cfg: TrainConfig) -> bool:
+    """Whether build_pipeline one-hot encodes into a sparse matrix for `cfg`'s model."""
+    return (
+        cfg.framework == "sklearn" and cfg.model in SPARSE_MODELS
+        and onehot_width(schema, cfg.max_categories) > SPARSE_MIN_WIDTH
+    )
+
+
+def build_preprocessor(schema: FeatureSchema, max_categories: int | None = None, sparse: bool = False) -> ColumnTransformer:
+    """Numbers imputed and scaled, categories imputed and one-hot encoded (`sparse`: a CSR matrix out)."""
     transformers = []
     if schema.numeric:
         numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
@@ -32,11 +58,11 @@ def build_preprocessor(schema: FeatureSchema) -> ColumnTransformer:
         categorical = Pipeline(
             [
                 ("impute", SimpleImputer(strategy="most_frequent")),
-                ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=sparse, max_categories=max_categories)),
             ]
         )
         transformers.append(("categorical", categorical, schema.categorical))
-    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
+    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=1.0 if sparse else 0.0)
 
 
 def build_native_preprocessor(schema: FeatureSchema, max_categories: int | None = None) -> ColumnTransformer:
@@ -99,7 +125,10 @@ def build_estimator(cfg: TrainConfig, progress: bool = True, categorical: list[i
 
 def build_pipeline(schema: FeatureSchema, cfg: TrainConfig, progress: bool = True) -> Pipeline:
     if not native_categories(cfg):
-        return Pipeline([("preprocessor", build_preprocessor(schema)), ("model", build_estimator(cfg, progress))])
-    limit = _hgb_max_categories(cfg) if cfg.model == "hist_gradient_boosting" else None
+        preprocessor = build_preprocessor(schema, cfg.max_categories, sparse_onehot(schema, cfg))
+        return Pipeline([("preprocessor", preprocessor), ("model", build_estimator(cfg, progress))])
+    limit = cfg.max_categories
+    if cfg.model == "hist_gradient_boosting":
+        limit = min(limit or HGB_MAX_CATEGORIES, _hgb_max_categories(cfg))
     preprocessor = build_native_preprocessor(schema, limit)
     return Pipeline([("preprocessor", preprocessor), ("model", build_estimator(cfg, progress, categorical_positions(schema)))])

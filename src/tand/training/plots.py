@@ -104,8 +104,27 @@ def feature_figures(X_test: pd.DataFrame, p: Predictions, schema: FeatureSchema)
 
 
 def evaluation_figures(X_test: pd.DataFrame, p: Predictions, schema: FeatureSchema) -> dict:
-    """All plots for one evaluation, keyed by PNG file name."""
-    return {**summary_figures(p), **feature_figures(X_test, p, schema)}
+    """All plots for one evaluation, keyed by PNG file name. The summary curves use every test row; the
+    per-feature plots (and regression's scatter plots) a bounded, seeded sample of them."""
+    X_few, few = sample(X_test, p)
+    summary = summary_figures(p) if p.classes is not None else regression_figures(few)
+    return {**summary, **feature_figures(X_few, few, schema)}
+
+
+def sample(X: pd.DataFrame, p: Predictions, rows: int | None = None) -> tuple[pd.DataFrame, Predictions]:
+    """At most `rows` (default tand.training.fitting.SAMPLE_ROWS) rows of X and the predictions for them, seeded."""
+    import dataclasses
+
+    import numpy as np
+
+    from tand.training.fitting import SAMPLE_ROWS, SAMPLE_SEED
+
+    rows = rows or SAMPLE_ROWS
+    if len(X) <= rows:
+        return X, p
+    keep = np.sort(np.random.default_rng(SAMPLE_SEED).choice(len(X), size=rows, replace=False))
+    picked = {"y_true": p.y_true[keep], "y_pred": p.y_pred[keep], "proba": p.proba[keep] if p.proba is not None else None}
+    return X.iloc[keep], dataclasses.replace(p, **picked)
 
 
 def close(figures: dict) -> None:

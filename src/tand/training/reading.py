@@ -1,5 +1,7 @@
-"""CSV file → frame, as `train.csv` says: separator (detected from the header line when not given),
-encoding, decimal mark, missing-value markers. Every failure names the `train.csv` key that fixes it."""
+"""Data file → frame. A CSV is read as `train.csv` says: separator (detected from the header line when not
+given), encoding, decimal mark, missing-value markers; every failure names the `train.csv` key that fixes
+it. A Parquet file (.parquet, .pq) carries its own types: its nulls are missing, and so are text cells
+equal to one of `train.csv.missing_values` (as in a CSV); category columns become their values, dates text."""
 
 from __future__ import annotations
 
@@ -17,6 +19,49 @@ from tand.errors import DataError
 # into the most columns wins (a header rarely holds a separator of another kind in its names).
 SEPARATORS = (",", ";", "\t", "|")
 _SEPARATOR_NAMES = {",": "','", ";": "';'", "\t": "'\\t' (tab)", "|": "'|'"}
+
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def read_table(path: str | Path, options: CsvConfig | None = None) -> pd.DataFrame:
+    """A CSV or, by its extension, a Parquet file as a frame with the same conventions."""
+    if Path(path).suffix.lower() in PARQUET_SUFFIXES:
+        return read_parquet(path, options)
+    return read_csv(path, options)
+
+
+def read_parquet(path: str | Path, options: CsvConfig | None = None) -> pd.DataFrame:
+    """A Parquet file as read_csv would give its data: NumPy numbers (NaN for nulls), text as text."""
+    import pyarrow
+
+    options = options or CsvConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"train.data_path: file {str(path)!r} not found; put your Parquet file there or change data_path")
+    try:
+        frame = pd.read_parquet(path)
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"train.data_path: {str(path)!r} cannot be read as Parquet ({str(exc).strip()[:200]})") from None
+    names = [str(c).strip() for c in frame.columns]
+    duplicates = [name for name, count in Counter(names).items() if count > 1]
+    if duplicates:
+        raise DataError(
+            f"train.data_path: column {duplicates[0]!r} appears {names.count(duplicates[0])} times in {str(path)!r}; "
+            "rename or remove the copies so that each column has its own name"
+        )
+    frame.columns = names
+    markers = set(options.missing_values)
+    for name in names:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            column = column.astype(column.cat.categories.dtype if column.cat.categories.dtype.kind in "biuf" else object)
+        if pd.api.types.is_datetime64_any_dtype(column) or pd.api.types.is_timedelta64_dtype(column):
+            column = column.astype(str).where(column.notna())
+        if not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column) and markers:
+            column = column.where(~column.isin(markers))
+        frame[name] = column
+    return frame
 
 
 def read_csv(path: str | Path, options: CsvConfig | None = None) -> pd.DataFrame:

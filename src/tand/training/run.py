@@ -197,6 +197,7 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
         from tand.training.data import load_dataset, split
         from tand.training.request_example import example_request
         from tand.training.pipeline import build_pipeline
+        from tand.training import memory
         from tand.monitoring import model_card
 
         dataset = load_dataset(cfg.train)
@@ -206,6 +207,7 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
         if cfg.train.framework == "auto":
             cfg, dataset, selection = _select(cfg, dataset, parts, progress)
             laps.lap("select")
+        memory.check(dataset.schema, cfg.train, len(parts.X_train))  # one line, not the OOM killer
         pipeline = build_pipeline(dataset.schema, cfg.train, progress=progress)
         request = example_request(dataset)
         laps.lap("data")
