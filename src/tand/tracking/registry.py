@@ -28,8 +28,11 @@ from tand.schema import FeatureSchema
 
 MODEL_ARTIFACT = "model"
 SCHEMA_METADATA_KEY = "feature_schema"
-# What loading a model needs; PyTorch is not among them (the MLP predicts with NumPy).
+# What loading any model needs; not PyTorch (the MLP predicts with NumPy). A boosting model adds its library.
 RUNTIME_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy")
+# Logged with each model (code_paths): the pickle refers to the template's classes (the MLP, the boosting
+# adapters), so MLflow's own tools load it where the template is not installed.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 # The part of a driver's or HTTP client's long message that says why (urllib3 buries it at the end).
@@ -125,8 +128,11 @@ def _create_experiment(name: str, location: str | None) -> str:
         return existing.experiment_id
 
 
-def pip_requirements() -> list[str]:
-    return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES]
+def pip_requirements(model: str | None = None) -> list[str]:
+    """Pinned at the installed versions: what loading any pipeline needs, and the library of a boosting `model`."""
+    from tand.models.catalog import serving_packages
+
+    return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES] + serving_packages(model)[0]
 
 
 @contextmanager
@@ -192,7 +198,8 @@ def log_model(pipeline, schema: FeatureSchema, input_example, signature):
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
             signature=signature,
             input_example=input_example,
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(schema.model),
+            code_paths=[str(PACKAGE_DIR)],
             metadata={SCHEMA_METADATA_KEY: schema.to_dict()},
         )
 
