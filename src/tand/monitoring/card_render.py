@@ -22,6 +22,7 @@ body { margin:0; font:15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neu
 header { background:var(--band); color:#fff; padding:28px 40px 22px; }
 header h1 { margin:0 0 4px; font-size:26px; font-weight:600; }
 header p { margin:0; color:#bcccdc; font-size:13px; }
+header code { background:rgba(255,255,255,.12); color:#f0f4f8; }
 .summary { display:flex; flex-wrap:wrap; gap:10px; margin-top:16px; }
 .summary div { background:rgba(255,255,255,.1); border-radius:6px; padding:6px 12px; }
 .summary span { display:block; font-size:11px; text-transform:uppercase; letter-spacing:.05em; color:#9fb3c8; }
@@ -35,11 +36,12 @@ h3 { margin:18px 0 6px; font-size:14px; color:var(--muted); font-weight:600; }
 p { margin:6px 0 10px; }
 code { font:12.5px/1.4 SFMono-Regular, Menlo, Consolas, monospace; background:#f0f4f8; padding:1px 5px; border-radius:3px;
        word-break:break-all; }
-table { border-collapse:collapse; width:100%; margin:4px 0 10px; font-size:13.5px; }
+table { border-collapse:collapse; width:auto; min-width:55%; margin:4px 0 10px; font-size:13.5px; }
 th { text-align:left; background:var(--zebra); color:var(--muted); font-weight:600; border-bottom:2px solid var(--line); }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
 tbody tr:nth-child(even) td { background:#fafbfc; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+table.pairs { width:100%; }
 table.pairs th { width:210px; background:none; border-bottom:1px solid var(--line); }
 .plots { display:grid; grid-template-columns:repeat(auto-fit, minmax(420px, 1fr)); gap:16px; margin-top:10px; }
 figure { margin:0; border:1px solid var(--line); border-radius:6px; padding:8px; text-align:center; }

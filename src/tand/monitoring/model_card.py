@@ -273,6 +273,8 @@ def log_card(card: Card, run_id: str, version: int) -> None:
 def read_card(tracking_uri: str, run_id: str, fmt: str = "html") -> str | None:
     """A run's card as text, None when the run has none (trained before cards existed); RegistryError
     when the store cannot be read."""
+    if not run_id:  # a version registered from no run
+        return None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.artifacts
     from mlflow import MlflowClient
