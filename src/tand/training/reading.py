@@ -10,6 +10,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tand.config import CsvConfig
@@ -56,12 +57,26 @@ def read_parquet(path: str | Path, options: CsvConfig | None = None) -> pd.DataF
         column = frame[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
             column = column.astype(column.cat.categories.dtype if column.cat.categories.dtype.kind in "biuf" else object)
+        column = _numpy_backed(column)
         if pd.api.types.is_datetime64_any_dtype(column) or pd.api.types.is_timedelta64_dtype(column):
             column = column.astype(str).where(column.notna())
         if not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column) and markers:
             column = column.where(~column.isin(markers))
         frame[name] = column
     return frame
+
+
+def _numpy_backed(column: pd.Series) -> pd.Series:
+    """Nullable numbers (Int64, Float64, Arrow) as NumPy's: float64 with NaN where missing, as a CSV reads them."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and not isinstance(dtype, pd.StringDtype):
+        if pd.api.types.is_bool_dtype(dtype):
+            return column.astype(bool) if not column.isna().any() else column.astype(object).where(column.notna())
+        if pd.api.types.is_integer_dtype(dtype) and not column.isna().any():
+            return column.astype(np.int64)
+        if pd.api.types.is_numeric_dtype(dtype):
+            return column.astype(np.float64)
+    return column
 
 
 def read_csv(path: str | Path, options: CsvConfig | None = None) -> pd.DataFrame:
