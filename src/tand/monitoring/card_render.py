@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import html
 import re
+import struct
 
 CODE = re.compile(r"`([^`]+)`")
+INTERVAL = re.compile(r" \(([^()]* – [^()]*)\)$")
 NUMBER = re.compile(r"^[−+\-]?[\d,.]+(e[+-]?\d+)?%?( \(.*\))?$|^–$|^[\d.e+-]+ – [\d.e+-]+$")
 
 STYLE = """
@@ -40,12 +42,14 @@ table { border-collapse:collapse; width:auto; min-width:55%; margin:4px 0 10px; 
 th { text-align:left; background:var(--zebra); color:var(--muted); font-weight:600; border-bottom:2px solid var(--line); }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
 tbody tr:nth-child(even) td { background:#fafbfc; }
+td .ci { color:var(--muted); font-size:12px; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 table.pairs { width:100%; }
 table.pairs th { width:210px; background:none; border-bottom:1px solid var(--line); }
 .plots { display:grid; grid-template-columns:repeat(auto-fit, minmax(420px, 1fr)); gap:16px; margin-top:10px; }
 figure { margin:0; border:1px solid var(--line); border-radius:6px; padding:8px; text-align:center; }
 figure img { max-width:100%; height:auto; }
+figure.wide { grid-column:1 / -1; }
 figcaption { font-size:12.5px; color:var(--muted); margin-top:4px; }
 footer { text-align:center; font-size:12px; color:var(--muted); padding-bottom:30px; }
 """
@@ -99,15 +103,24 @@ def _text(value) -> str:
 
 
 def _td(value) -> str:
-    number = NUMBER.match(str(value)) is not None
-    return f'<td class="num">{_text(value)}</td>' if number else f"<td>{_text(value)}</td>"
+    if NUMBER.match(str(value)) is None:
+        return f"<td>{_text(value)}</td>"
+    # "0.97 (0.93 – 1.00)": the interval in a quieter type than the value
+    return '<td class="num">' + INTERVAL.sub(r' <span class="ci">(\1)</span>', _text(value)) + "</td>"
 
 
 def _html_table(header: list, rows: list, note: str | None) -> str:
     head = "".join(f"<th>{_text(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(map(_td, row)) + "</tr>" for row in rows)
+    # The first column names the row (a class, a value): left-aligned even when it looks like a number.
+    body = "".join(f"<tr><td>{_text(row[0])}</td>" + "".join(map(_td, row[1:])) + "</tr>" for row in rows)
     caption = f"<h3>{_text(note)}</h3>" if note else ""
     return f"{caption}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _wide(png: bytes) -> str:
+    """A landscape plot (two panels side by side) takes the grid's whole row."""
+    width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
+    return ' class="wide"' if width > 1.6 * height else ""
 
 
 def _html_block(block: tuple) -> str:
@@ -120,7 +133,7 @@ def _html_block(block: tuple) -> str:
     if kind == "table":
         return _html_table(*block[1:])
     figures = "".join(
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f'<figure{_wide(png)}><img alt="{html.escape(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{_text(caption)}</figcaption></figure>"
         for caption, _, png in block[1]
     )
