@@ -20,9 +20,11 @@ from cli.common import REPO_ROOT, known_errors, load_env, python, quote
         "verbose": "Also print the seconds each phase took (bench/train_bench.py reads them).",
         "inline": "Everything in this one process (to step through your preprocess hook in a debugger, or to "
         "profile); by default the fit runs in processes of its own beside MLflow's set-up (faster).",
+        "dask": "Train on the Dask cluster whose scheduler is at this address (tcp://host:8786; default: "
+        "DASK_SCHEDULER_ADDRESS when set): lightgbm, data_path may be a glob of CSV/Parquet parts.",
     }
 )
-def train(c, config="config.json", quiet=False, inline=False, verbose=False):
+def train(c, config="config.json", quiet=False, inline=False, verbose=False, dask=None):
     """Train the model config.json describes, log it to MLflow and register it (first version → production)."""
     load_env("train.env")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the model-name check reads one small file
@@ -31,7 +33,8 @@ def train(c, config="config.json", quiet=False, inline=False, verbose=False):
 
     with known_errors():
         cfg = load_config(config)
-        result = run_training(cfg, progress=not quiet, processes=not inline)
+        address = dask or os.environ.get("DASK_SCHEDULER_ADDRESS") or None  # Dask's own variable
+        result = run_training(cfg, progress=not quiet, processes=not inline, dask=address)
     headline = {k: round(v, 4) for k, v in result.metrics.items() if k.partition("_")[2] in HEADLINE}
     if result.stale_runs_failed:
         print(

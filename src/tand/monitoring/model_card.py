@@ -135,15 +135,25 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def _files(data_path: str) -> list[tuple[str, str]]:
+    import glob
+
+    if not glob.has_magic(data_path):
+        path = Path(data_path)
+        return [("training file", f"`{data_path}` ({path.stat().st_size:,} bytes)"), ("SHA-256", f"`{file_sha256(path)}`")]
+    files = sorted(glob.glob(data_path))
+    return [("training files", f"`{data_path}`: {len(files)} files ({sum(Path(f).stat().st_size for f in files):,} bytes)")]
+
+
 def _data(cfg, dataset, parts) -> Section:
     import numpy as np
 
-    path = Path(cfg.train.data_path)
     X, y, schema = dataset.X, dataset.y, dataset.schema
+    # A Dask cluster's data: a glob of files; its X and X_train are samples, `rows` and `train_rows` the counts.
+    rows, train_rows = getattr(dataset, "rows", len(X)), getattr(parts, "train_rows", len(parts.X_train))
     pairs = [
-        ("training file", f"`{cfg.train.data_path}` ({path.stat().st_size:,} bytes)"),
-        ("SHA-256", f"`{file_sha256(path)}`"),
-        ("rows", f"{len(X):,} ({len(parts.X_train):,} train, {len(parts.X_test):,} test; seed {cfg.train.seed})"),
+        *_files(cfg.train.data_path),
+        ("rows", f"{rows:,} ({train_rows:,} train, {len(parts.X_test):,} test; seed {cfg.train.seed})"),
         ("features", f"{len(schema.features)} ({len(schema.numeric)} numeric, {len(schema.categorical)} categorical)"),
     ]
     if schema.dropped:

@@ -70,9 +70,10 @@ def _params(cfg: Config, dataset: Dataset, parts: Split) -> dict[str, str]:
     schema = dataset.schema
     params.update(
         {
-            "data.rows": str(len(dataset.X)),
+            # On a Dask cluster, X and X_train are local samples; `rows`, `train_rows`: the whole frame's counts.
+            "data.rows": str(getattr(dataset, "rows", len(dataset.X))),
             "data.features": str(dataset.X.shape[1]),
-            "data.train_rows": str(len(parts.X_train)),
+            "data.train_rows": str(getattr(parts, "train_rows", len(parts.X_train))),
             "data.test_rows": str(len(parts.X_test)),
             "features.numeric": ",".join(schema.numeric)[:6000] or "-",
             "features.categorical": ",".join(schema.categorical)[:6000] or "-",
@@ -170,14 +171,20 @@ def _run_artifacts() -> str:
 
 
 def train(
-    cfg: Config, project_dir: str | Path = ".", progress: bool = True, processes: bool = False, set_alias: bool = True
+    cfg: Config, project_dir: str | Path = ".", progress: bool = True, processes: bool = False, set_alias: bool = True,
+    dask: str | None = None,
 ) -> TrainResult:
     """Train, evaluate, log and register one model as `cfg` describes. `processes=True` (what `invoke train`
     does, on Linux) shares the work between processes (tand.training.workers); by default everything
     runs here, in the caller's process. A full disk is one DiskFull (the run marked FAILED when the
     store can still record it). `set_alias=False` (`invoke tune`) registers the version without giving
-    it the alias, even when it is the model's first."""
+    it the alias, even when it is the model's first. `dask`: a Dask scheduler's address (tcp://host:8786):
+    the boosting model trains on that cluster (tand.training.distributed)."""
     try:
+        if dask:
+            from tand.training.distributed import train_on_cluster
+
+            return train_on_cluster(cfg, dask, project_dir, progress, set_alias)
         return _train(cfg, project_dir, progress, processes, set_alias)
     except Exception as exc:  # noqa: BLE001 - only a full disk is translated; anything else re-raised as is
         full = _disk_full(exc)
