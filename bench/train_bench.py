@@ -1,6 +1,7 @@
-"""Time `invoke train` end to end on the default data, for both frameworks, and say where the seconds go.
+"""Time `invoke train` end to end: its start-up on the default data, or, with --rows / --scale, big data
+against the bare library fit on the same data and split.
 
-Not a test. Each case runs the real CLI in a fresh temporary project under /usr/bin/time -v
+Start-up mode (no --rows, no --scale). Each case runs the real CLI in a fresh temporary project under /usr/bin/time -v
 (wall clock and peak memory), then once more on the now-warm store, then warm again with
 --inline (everything in the main process: the alternative the processes are measured
 against). The task prints its own phase timings (tand.training.workers draws the processes):
@@ -15,6 +16,11 @@ process. This machine's two cores slow each other down when both are busy, and i
 (the benchmark prints a fixed loop's time before and after): read the median, and the ratios.
 
     .venv/bin/python bench/train_bench.py [--repeat 2]
+
+Big-data mode (bench/train_scale.py generates the data and runs the cases):
+
+    .venv/bin/python bench/train_bench.py --rows 1000000
+    .venv/bin/python bench/train_bench.py --scale        # 100k, 300k and 1M rows
 """
 
 from __future__ import annotations
@@ -60,7 +66,15 @@ def run_once(project: Path, config: str, inline: bool = False) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="fresh-store runs per framework (default 3)")
+    parser.add_argument("--rows", type=int, help="big-data mode: generated rows, invoke train against the bare library fit")
+    parser.add_argument("--scale", action="store_true", help="big-data mode at 100k, 300k and 1M rows (growth check)")
+    parser.add_argument("--models", default="hist_gradient_boosting,lightgbm,mlp", help="big-data mode: models to run")
     args = parser.parse_args()
+    if args.rows or args.scale:
+        from train_scale import run_scale  # bench/train_scale.py
+
+        run_scale([args.rows] if args.rows else [100_000, 300_000, 1_000_000], args.models.split(","))
+        return
     base = json.loads((REPO / "config.json").read_text())
     variants = {
         "pytorch (default config)": base["train"],

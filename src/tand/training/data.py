@@ -89,7 +89,10 @@ def _encode_labels(y: pd.Series, cfg: TrainConfig) -> tuple[pd.Series, tuple[str
                 f"(0..{len(cfg.labels) - 1}); give one name per class, in order"
             )
         return codes.astype(int).map(dict(enumerate(cfg.labels))), tuple(cfg.labels)
-    as_text = y.map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+    if isinstance(y.dtype, pd.StringDtype) or pd.api.types.is_integer_dtype(y):  # vectorised: no call per row
+        as_text = y if isinstance(y.dtype, pd.StringDtype) else y.astype(str)
+    else:
+        as_text = y.map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
     return as_text, tuple(sorted(as_text.unique(), key=_natural_key))
 
 
@@ -207,7 +210,7 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
             X[feature.name] = pd.to_numeric(X[feature.name]).astype(float)
             _check_finite(X[feature.name], feature.name, "numeric column")
         elif feature.dtype == "string":
-            X[feature.name] = X[feature.name].map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+            X[feature.name] = _as_text(X[feature.name])
     if classes is not None and len(set(y)) < 2:
         raise DataError(
             f"train.labels_column: {cfg.labels_column!r} holds a single class ({y.iloc[0]!r}); classification needs at least two"
@@ -225,6 +228,14 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
     return Dataset(X=X, y=y, schema=schema)
 
 
+def _as_text(column: pd.Series) -> pd.Series:
+    """Every present value as a Python str (NaN where missing), in an object column; vectorised (a
+    million-row column costs a conversion, not a Python call per cell)."""
+    missing = column.isna()
+    text = column if isinstance(column.dtype, pd.StringDtype) else column.astype(str)
+    return text.astype(object).where(~missing, np.nan)
+
+
 def split(dataset: Dataset, test_size: float, seed: int) -> Split:
     """Seeded split, stratified by class for classification."""
     from sklearn.model_selection import train_test_split
@@ -235,7 +246,8 @@ def split(dataset: Dataset, test_size: float, seed: int) -> Split:
         rare = counts[counts < 2]
         if len(rare):
             raise DataError(f"class {rare.index[0]!r} has a single row; a stratified split needs at least two per class")
-        stratify = dataset.y
+        # Sorted codes: the classes np.unique would find, in its order (the same split), without sorting strings.
+        stratify = pd.factorize(dataset.y, sort=True)[0]
     n_test = int(np.ceil(test_size * len(dataset.y)))
     if n_test < (dataset.y.nunique() if stratify is not None else 1) or len(dataset.y) - n_test < 2:
         raise DataError(f"{len(dataset.y)} rows are too few to hold out test_size={test_size}; add rows or change train.test_size")

@@ -123,12 +123,19 @@ def build_estimator(cfg: TrainConfig, progress: bool = True, categorical: list[i
     )
 
 
+def _needed(schema: FeatureSchema, max_categories: int | None) -> int | None:
+    """`max_categories` when some column has more categories, else None: the encoders then skip counting
+    every value (seconds at a million rows), and the API's compiled form can read a plain one-hot."""
+    counts = [len(f.categories or ()) for f in schema.features if f.kind == "categorical"]
+    return max_categories if max_categories and any(count > max_categories for count in counts) else None
+
+
 def build_pipeline(schema: FeatureSchema, cfg: TrainConfig, progress: bool = True) -> Pipeline:
     if not native_categories(cfg):
-        preprocessor = build_preprocessor(schema, cfg.max_categories, sparse_onehot(schema, cfg))
+        preprocessor = build_preprocessor(schema, _needed(schema, cfg.max_categories), sparse_onehot(schema, cfg))
         return Pipeline([("preprocessor", preprocessor), ("model", build_estimator(cfg, progress))])
     limit = cfg.max_categories
     if cfg.model == "hist_gradient_boosting":
         limit = min(limit or HGB_MAX_CATEGORIES, _hgb_max_categories(cfg))
-    preprocessor = build_native_preprocessor(schema, limit)
+    preprocessor = build_native_preprocessor(schema, _needed(schema, limit))
     return Pipeline([("preprocessor", preprocessor), ("model", build_estimator(cfg, progress, categorical_positions(schema)))])

@@ -1,0 +1,134 @@
+"""Big data for bench/train_bench.py (--rows, --scale): `invoke train` against the bare library fit.
+
+Generated data: eight numbers and three text categories (4, 30 and 200 values), a binary label that
+depends on both. Each measurement runs in a wrapper process of its own that reports the wall time and
+the peak resident memory of its descendants (resource.getrusage(RUSAGE_CHILDREN): the largest single
+process, which for `invoke train` is its main process or its forked fit worker). The bare fit is the
+15-line script a user would write: read the same CSV with pandas, the same seeded stratified split,
+categories as pandas `category` (HistGradientBoostingClassifier(categorical_features="from_dtype"),
+LGBMClassifier(categorical_feature=...)), fit, score the test split. The MLP has no bare counterpart:
+its time per epoch is the difference between a 3-epoch and a 1-epoch fit (the worker's fit phase) over 2.
+Not a test. The machine is shared and has two cores: read the ratios, and expect noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 1.5
+CATEGORIES = {"colour": 4, "region": 30, "shop": 200}  # HistGradientBoosting takes at most 255 per column
+WRAPPER = (
+    "import resource, subprocess, sys, time; start = time.perf_counter(); "
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); wall = time.perf_counter() - start; "
+    "sys.stdout.write(done.stdout); sys.stderr.write(done.stderr); "
+    "print(f'@@ {done.returncode} {wall:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}')"
+)
+BARE = """
+import sys
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+path, model, categories = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+frame = pd.read_csv(path)
+y = frame.pop("label")
+for name in categories:
+    frame[name] = frame[name].astype("category")
+X_train, X_test, y_train, y_test = train_test_split(frame, y, test_size=0.2, random_state=42, stratify=y)
+if model == "hist_gradient_boosting":
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    fitted = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=42).fit(X_train, y_train)
+else:
+    import lightgbm
+    fitted = lightgbm.LGBMClassifier(random_state=42, verbose=-1).fit(X_train, y_train, categorical_feature=categories)
+print("roc_auc", roc_auc_score(y_test == "yes", fitted.predict_proba(X_test)[:, list(fitted.classes_).index("yes")]))
+"""
+
+
+def generate(rows: int, path: Path, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=rows).round(4) for i in range(8)})
+    score = frame["x0"] - 0.5 * frame["x1"] + 0.3 * frame["x2"] * frame["x3"]
+    for name, count in CATEGORIES.items():
+        codes = rng.integers(0, count, rows)
+        frame[name] = np.array([f"{name}_{k}" for k in range(count)], dtype=object)[codes]
+        score += rng.normal(size=count)[codes] * 0.5
+    frame["label"] = np.where(score + rng.normal(size=rows) > 0, "yes", "no")
+    frame.to_csv(path, index=False)
+
+
+def measure(command: list[str], cwd: Path, env: dict | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-c", WRAPPER, *command], cwd=cwd, env=env, capture_output=True, text=True)
+    code, wall, rss_kb = re.search(r"@@ (-?\d+) ([\d.]+) (\d+)", done.stdout).groups()
+    if int(code) != 0:
+        sys.exit(f"{command[1:3]}... failed (exit {code}):\n{done.stderr[-2000:]}")
+    phases = {}
+    if "seconds:" in done.stdout:
+        line = done.stdout.split("seconds:", 1)[1].splitlines()[0]
+        phases = {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+)", line)}
+    return {"wall": float(wall), "mb": int(rss_kb) / 1024, **phases}
+
+
+def invoke_train(data: Path, work: Path, train: dict) -> dict:
+    project = Path(tempfile.mkdtemp(dir=work))
+    config = {"train": {"data_path": str(data), "labels_column": "label", **train}, "mlflow": {"model_name": "bench"}}
+    (project / "config.json").write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TAND_"))}
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_TRACKING_URI=f"sqlite:///{project / 'database.db'}")
+    cmd = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "train", "--config", "config.json", "--quiet", "--verbose"]
+    return measure(cmd, project, env)
+
+
+def run_scale(sizes: list[int], models: list[str]) -> None:
+    from machine import machine_speed
+
+    speed = machine_speed()
+    rows_out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for rows in sizes:
+            data = work / f"data_{rows}.csv"
+            generate(rows, data)
+            for model in models:
+                if model == "mlp":
+                    mlp = {"framework": "pytorch", "batch_size": 512, "patience": 0}
+                    one, three = invoke_train(data, work, {**mlp, "epochs": 1}), invoke_train(data, work, {**mlp, "epochs": 3})
+                    per_epoch = (three.get("worker_fit", 0) - one.get("worker_fit", 0)) / 2
+                    rows_out.append((rows, "mlp, 1 epoch", one, None, per_epoch))
+                    rows_out.append((rows, "mlp, 3 epochs", three, None, per_epoch))
+                    continue
+                ours = invoke_train(data, work, {"model": model})
+                bare = measure([sys.executable, "-c", BARE, str(data), model, ",".join(CATEGORIES)], work)
+                rows_out.append((rows, model, ours, bare, None))
+            data.unlink()
+    _print(rows_out, speed, machine_speed())
+
+
+def _print(rows_out, speed_before: float, speed_after: float) -> None:
+    phases = ["data", "worker_fit", "worker_metrics", "worker_plots", "log_model", "store"]
+    print(f"{'rows':>9} {'model':24} {'invoke s':>9} {'invoke MB':>9} {'bare s':>7} {'bare MB':>8} {'time x':>7} {'mem x':>6}  "
+          + " ".join(f"{p:>14}" for p in phases))
+    for rows, model, ours, bare, per_epoch in rows_out:
+        if bare is not None:
+            extra = f"{bare['wall']:7.1f} {bare['mb']:8.0f} {ours['wall'] / bare['wall']:7.2f} {ours['mb'] / bare['mb']:6.2f}"
+        else:
+            extra = f"{'-':>7} {'-':>8} {'-':>7} {'-':>6}"
+        print(f"{rows:9,} {model:24} {ours['wall']:9.1f} {ours['mb']:9.0f} {extra}  " + " ".join(f"{ours.get(p, 0):14.2f}" for p in phases))
+        if per_epoch is not None and model.endswith("3 epochs"):
+            print(f"{'':9} {'mlp per epoch (fit)':24} {per_epoch:9.1f}")
+    print(f"\nmachine speed (a fixed 20M-iteration loop): {speed_before:.2f} s before, {speed_after:.2f} s after")
+    for model in sorted({m for _, m, _, b, _ in rows_out if b is not None}):
+        series = [(r, o, b) for r, m, o, b, _ in rows_out if m == model]
+        largest = series[-1]
+        verdict = "meets" if max(largest[1]["wall"] / largest[2]["wall"], largest[1]["mb"] / largest[2]["mb"]) <= TARGET_RATIO else "misses"
+        growth = ", ".join(f"{r:,}: {o['wall'] / r * 1e5:.2f} s" for r, o, _ in series)
+        print(f"{model}: {verdict} the {TARGET_RATIO}x target at {largest[0]:,} rows; invoke train per 100k rows: {growth}")
