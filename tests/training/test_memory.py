@@ -116,3 +116,31 @@ def test_fifty_thousand_categories_train_natively_under_two_gigabytes(wide_proje
     assert wide_project.versions("wide-hgb") == [1]
     schema = json.loads((wide_project.path / "request_model.json").read_text())
     assert set(schema) == {"x", "city", "kind"}
+
+
+def test_a_wide_one_hot_is_sparse_fits_and_answers_through_the_api_predictor(tmp_path):
+    """A 400-category column for a linear model: a sparse matrix (not 400 dense columns); the API's predictor
+    (the DataFrame path: the compiled form reads dense one-hots only) answers as the pipeline does."""
+    from scipy import sparse
+
+    from app.store.loading import build_predictor
+    from tand.training.data import load_dataset, split
+    from tand.training.request_example import example_request
+
+    rng = np.random.default_rng(1)
+    rows = 3000
+    frame = pd.DataFrame({"x": rng.normal(size=rows), "shop": [f"s{i}" for i in rng.integers(0, 400, rows)]})
+    frame["y"] = np.where(frame.x + rng.normal(size=rows) > 0, "yes", "no")
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    cfg = _train(data_path=str(tmp_path / "wide.csv"), model="logistic_regression")
+    dataset = load_dataset(cfg)
+    parts = split(dataset, 0.2, 0)
+    pipeline = build_pipeline(dataset.schema, cfg, progress=False).fit(parts.X_train, parts.y_train)
+    assert sparse.issparse(pipeline[0].transform(parts.X_test.head(5)))
+    predictor = build_predictor(pipeline, dataset.schema, example_request(dataset))
+    assert predictor.inference == "dataframe-pipeline"
+    sample = parts.X_test.head(20)
+    answers = predictor.answers(dataset.schema.rows(sample.to_dict("records")))
+    expected = pipeline.predict_proba(sample)
+    for answer, probabilities in zip(answers, expected):
+        assert answer["probabilities"] == pytest.approx(dict(zip(pipeline.classes_, probabilities)), abs=1e-9)
