@@ -2,7 +2,7 @@
 
 The workers run without the template on their path (only the venv's libraries): what runs there travels by
 value. `invoke train --dask` trains LightGBM on a CSV split into several files (a glob), registers it, and the
-live API answers as the registered pipeline does.
+live API answers as the registered pipeline does; XGBoost trains there too, stopping early.
 """
 
 from __future__ import annotations
@@ -116,6 +116,24 @@ def test_lightgbm_trains_on_two_workers_registers_and_serves(cluster, dask_proje
             assert math.isclose(row["probabilities"][name], p, rel_tol=1e-9, abs_tol=1e-9)
 
 
+@pytest.mark.slow
+def test_xgboost_trains_on_the_cluster_with_early_stopping(cluster, project):
+    """In this process (tand.training.run.train(dask=...)): xgboost.dask, early stopping on a validation split."""
+    from tand.config import parse_config
+    from tand.training.run import train
+
+    frame = pd.read_csv(mixed_dataset(project.path / "mixed.csv"))
+    for i in range(2):
+        frame.iloc[i::2].to_csv(project.path / "data" / f"part-{i}.csv", index=False)
+    config = tiny_config(data_path="data/part-*.csv", framework="sklearn", model="xgboost",
+                         model_args={"n_estimators": 200, "early_stopping_rounds": 5, "max_depth": 3})  # fmt: skip
+    config["mlflow"]["model_name"] = "dask-xgboost"
+    result = train(parse_config(config), project_dir=project.path, progress=False, dask=cluster)
+    assert result.version == 1 and result.metrics["test_accuracy"] > 0.85
+    booster = load_registered("dask-xgboost", version=1).pipeline[-1]
+    assert booster.library == "xgboost" and 1 <= booster.n_rounds_ < 200  # stopped early
+
+
 @pytest.mark.slow  # invoke train as a subprocess
 def test_a_model_the_cluster_cannot_train_is_one_line(tmp_path):
     """DASK_SCHEDULER_ADDRESS (Dask's own variable) selects the cluster; the MLP is refused before connecting."""
@@ -124,6 +142,10 @@ def test_a_model_the_cluster_cannot_train_is_one_line(tmp_path):
     result = project.invoke("train", DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:9")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: train.model: 'mlp' does not train on a Dask cluster")
+    config = tiny_config(data_path="data/data.csv", framework="sklearn", model="lightgbm", model_args={"early_stopping_rounds": 10})
+    project.write_config(config)
+    result = project.invoke("train", "--dask", "tcp://127.0.0.1:9")
+    assert result.returncode == 1 and "early stopping does not work with lightgbm on a Dask cluster" in result.stderr
 
 
 def test_the_encoder_frame_holds_every_category_and_weights_them_when_grouped():

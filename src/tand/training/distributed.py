@@ -5,15 +5,17 @@ registered artifact as on one machine, from data that does not fit on it.
                    the test split and a bounded training sample here → fit the native-category preprocessor
                    on the categories the cluster counted → MLflow run → register
     the cluster    count rows and categories → encode each partition with that preprocessor →
-                   lightgbm.dask trains one booster across the workers
+                   lightgbm.dask / xgboost.dask train one booster across the workers
 
-The booster comes back (`to_local()`) into the template's BoostingClassifier / BoostingRegressor adapter,
+The booster comes back (LightGBM's `to_local()`, XGBoost's model file) into the template's BoostingClassifier / BoostingRegressor adapter,
 behind the same Pipeline `build_pipeline` makes for one machine: the API, the compiled form and `invoke
 predict` serve it unchanged. Metrics, threshold, plots and the model card are computed here, on the whole test
 split and the bounded training sample (as tand.training.fitting does beside a local fit).
 
 LightGBM's Dask interface has no early stopping (lightgbm issue #3712: workers would stop at different
-rounds), so a cluster fit runs the rounds `model_args` names (n_estimators; default DEFAULT_ROUNDS).
+rounds), so a LightGBM cluster fit runs the rounds `model_args` names (n_estimators; default DEFAULT_ROUNDS).
+XGBoost's workers agree on every round, so xgboost stops early on a seeded validation split of the training
+frame, as on one machine.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import pandas as pd
 from tand.config import Config, TrainConfig
 from tand.errors import ConfigError, TandError
 
-SUPPORTED = ("lightgbm",)
-DEFAULT_ROUNDS = 100  # LightGBM's own default, without early stopping
+SUPPORTED = ("lightgbm", "xgboost")
+DEFAULT_ROUNDS = 100  # LightGBM's own default: its Dask interface has no early stopping
 CONNECT_TIMEOUT = "15s"
 ENCODER_ROWS = 100_000  # rows of the frame the preprocessor is fitted on when categories are grouped by count
 
@@ -48,18 +50,21 @@ def check_model(cfg: TrainConfig) -> None:
         )
 
 
-def cluster_args(cfg: TrainConfig) -> tuple[dict, int]:
-    """model_args as (LightGBM's parameters, rounds); early stopping is refused in one line."""
+def cluster_args(cfg: TrainConfig) -> tuple[dict, int, int | None]:
+    """model_args as (the library's parameters, rounds, early-stopping rounds or None). LightGBM: early
+    stopping is refused in one line, and the default rounds are LightGBM's own."""
     from tand.models import boosting_libraries as libraries
 
     params, rounds, early = libraries.check_args(cfg.model, cfg.model_args)
+    if cfg.model != "lightgbm":
+        return params, rounds, early
     if any(key in cfg.model_args and cfg.model_args[key] for key in libraries._EARLY_KEYS[cfg.model]):
         raise ConfigError(
-            "train.model_args: early stopping does not work on a Dask cluster (LightGBM's Dask interface); "
-            "remove early_stopping_rounds and set n_estimators"
+            "train.model_args: early stopping does not work with lightgbm on a Dask cluster (LightGBM's Dask interface); "
+            "remove early_stopping_rounds and set n_estimators, or use xgboost"
         )
     explicit = any(key in cfg.model_args for key in libraries._ROUNDS_KEYS[cfg.model])
-    return params, rounds if explicit else DEFAULT_ROUNDS
+    return params, rounds if explicit else DEFAULT_ROUNDS, None
 
 
 def connect(address: str):
@@ -130,35 +135,80 @@ def _targets(part: pd.DataFrame, clean, codes: dict | None) -> np.ndarray:
 
 def fit_on_cluster(client, pipeline, parts, schema, cfg: TrainConfig, progress: bool = False):
     """Train the pipeline's booster on the cluster; its preprocessor is already fitted. Returns the pipeline."""
-    import lightgbm.dask as lgb_dask
-
     from tand.training.dask_data import by_value
     from tand.training.pipeline import categorical_positions
 
     preprocessor, adapter = pipeline[0], pipeline[-1]
-    params, rounds = cluster_args(cfg)
+    params, rounds, early = cluster_args(cfg)
     width = len(schema.features)
     codes = None
     if schema.task == "classification":
         adapter.classes_ = np.unique(np.asarray(list(schema.classes), dtype=object))
         codes = {label: i for i, label in enumerate(adapter.classes_)}
-    X = parts.train_frame.map_partitions(by_value(_matrix), parts.clean, preprocessor, meta=np.empty((0, width)))
-    y = parts.train_frame.map_partitions(by_value(_targets), parts.clean, codes, meta=np.empty(0))
-    cls = lgb_dask.DaskLGBMClassifier if schema.task == "classification" else lgb_dask.DaskLGBMRegressor
-    model = cls(client=client, n_estimators=rounds, **{"random_state": cfg.seed, "verbose": -1, **params})
+
+    def arrays(frame):
+        X = frame.map_partitions(by_value(_matrix), parts.clean, preprocessor, meta=np.empty((0, width)))
+        return X, frame.map_partitions(by_value(_targets), parts.clean, codes, meta=np.empty(0))
+
     if progress:
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
-        print(f"lightgbm: {rounds} rounds on {workers} Dask worker(s) (no early stopping on a cluster)", file=sys.stderr)
+        stopping = f"early stopping after {early} rounds without gain" if early else "no early stopping"
+        print(f"{cfg.model}: up to {rounds} rounds on {workers} Dask worker(s) ({stopping})", file=sys.stderr)
+    categorical = categorical_positions(schema)
+    if cfg.model == "lightgbm":
+        adapter.model_ = _lightgbm(client, arrays(parts.train_frame), schema.task, categorical, params, rounds, cfg.seed)
+    else:
+        fit, valid = parts.train_frame.random_split([1 - adapter.validation_fraction, adapter.validation_fraction], random_state=cfg.seed)
+        data = (*arrays(fit), *(arrays(valid) if early else (None, None)))
+        adapter.model_ = _xgboost(client, data, schema.task, categorical, width, params, rounds, early, cfg.seed)
+    adapter.set_params(n_estimators=rounds, early_stopping_rounds=early, params=params)
+    adapter.n_features_in_ = width
+    adapter.n_rounds_ = int(libraries().LIBRARIES[cfg.model].rounds(adapter.model_))
+    adapter.history_ = []
+    return pipeline
+
+
+def libraries():
+    from tand.models import boosting_libraries
+
+    return boosting_libraries
+
+
+def _lightgbm(client, data, task: str, categorical: list[int], params: dict, rounds: int, seed: int):
+    """lightgbm.dask's fit; the booster as a local LGBMClassifier / LGBMRegressor."""
+    import lightgbm.dask as lgb_dask
+
+    X, y = data
+    cls = lgb_dask.DaskLGBMClassifier if task == "classification" else lgb_dask.DaskLGBMRegressor
+    model = cls(client=client, n_estimators=rounds, **{"random_state": seed, "verbose": -1, **params})
     with warnings.catch_warnings():
         # lightgbm.dask sets each worker's threads itself and says so for the n_jobs every estimator carries.
         warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-        model.fit(X, y, categorical_feature=categorical_positions(schema) or "auto")
-    adapter.set_params(n_estimators=rounds, early_stopping_rounds=None, params=params)
-    adapter.model_ = model.to_local()
-    adapter.n_features_in_ = width
-    adapter.n_rounds_ = int(adapter.model_.n_estimators_)
-    adapter.history_ = []
-    return pipeline
+        model.fit(X, y, categorical_feature=categorical or "auto")
+    return model.to_local()
+
+
+def _xgboost(client, data, task: str, categorical: list[int], width: int, params: dict, rounds: int, early, seed: int):
+    """xgboost.dask's fit (early stopping on a seeded validation split: XGBoost's workers agree on the round);
+    the booster as a local XGBClassifier / XGBRegressor, through XGBoost's own model file."""
+    import tempfile
+
+    import xgboost.dask as xgb_dask
+
+    X, y, X_valid, y_valid = data
+    cls = xgb_dask.DaskXGBClassifier if task == "classification" else xgb_dask.DaskXGBRegressor
+    types = ["c" if i in categorical else "q" for i in range(width)]
+    model = cls(
+        n_estimators=rounds, early_stopping_rounds=early, enable_categorical=bool(categorical),
+        feature_types=types if categorical else None, **{"random_state": seed, "verbosity": 0, **params},
+    )
+    model.client = client
+    model.fit(X, y, eval_set=[(X_valid, y_valid)] if early else None, verbose=False)
+    local = libraries().library_class("xgboost", task)(n_estimators=rounds, early_stopping_rounds=early)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_model(f"{folder}/model.json")
+        local.load_model(f"{folder}/model.json")
+    return local
 
 
 class ClusterFit:
