@@ -161,3 +161,25 @@ def test_the_encoder_frame_holds_every_category_and_weights_them_when_grouped():
     grouped = encoder_frame(schema, counts, 2)
     shares = grouped["colour"].value_counts(normalize=True)
     assert shares.index[0] == "red" and np.isclose(shares["red"], 0.9, atol=0.01)
+
+
+@pytest.mark.slow
+def test_a_part_whose_column_type_differs_is_one_line_and_declaring_it_categorical_reads_it(cluster, project):
+    from tand.config import parse_config
+    from tand.errors import DataError
+    from tand.training.run import train
+
+    frame = pd.read_csv(mixed_dataset(project.path / "mixed.csv"))
+    frame.iloc[:300].to_csv(project.path / "data" / "part-0.csv", index=False)
+    later = frame.iloc[300:].astype({"grade": object})
+    later.iloc[0, later.columns.get_loc("grade")] = "high"  # text where the first part has numbers
+    later.to_csv(project.path / "data" / "part-1.csv", index=False)
+    config = tiny_config(data_path="data/part-*.csv", framework="sklearn", model="lightgbm", model_args={"n_estimators": 5})
+    config["mlflow"]["model_name"] = "dask-mixed-parts"
+    with pytest.raises(DataError, match=r"column 'grade' holds numbers in the first rows .* but text \('high'\)"):
+        train(parse_config(config), project_dir=project.path, progress=False, dask=cluster)
+    assert project.versions("dask-mixed-parts") == []
+    config["train"]["categorical"] = ["grade"]
+    result = train(parse_config(config), project_dir=project.path, progress=False, dask=cluster)
+    schema = load_registered("dask-mixed-parts", version=result.version).schema
+    assert "high" in next(f for f in schema.features if f.name == "grade").categories

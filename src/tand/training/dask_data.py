@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -103,7 +105,26 @@ def read_frame(cfg: TrainConfig):
     return dd.read_csv(
         files, sep=separator or ",", decimal=options.decimal, encoding=encoding, skipinitialspace=True,
         keep_default_na=False, na_values=list(options.missing_values), assume_missing=True,
+        dtype={name: "object" for name in cfg.categorical or []},  # declared categories: text in every part
     )
+
+
+@contextmanager
+def read_errors(cfg: TrainConfig):
+    """Dask infers each column's type from the first block; a part that disagrees is one line naming the column."""
+    try:
+        yield
+    except ValueError as exc:
+        if "Mismatched dtypes" not in str(exc):
+            raise
+        columns = re.findall(r"^\|\s*([^|]+?)\s*\|\s*\S+\s*\|\s*\S+\s*\|$", str(exc), re.MULTILINE)[1:]
+        bad = re.search(r"could not convert string to float: ('[^']*')", str(exc))
+        name = columns[0] if columns else "?"
+        raise DataError(
+            f"column {name!r} holds numbers in the first rows of {cfg.data_path!r} but text"
+            f"{' (' + bad.group(1) + ')' if bad else ''} further on; if that marks a missing value add it to "
+            f"train.csv.missing_values, else list {name!r} in train.categorical (read as text) or fix the data"
+        ) from None
 
 
 def _prepare(part: pd.DataFrame, drop: list[str], hook) -> pd.DataFrame:
@@ -142,7 +163,8 @@ def load_cluster_dataset(cfg: TrainConfig, client) -> tuple[ClusterDataset, Clus
     if cfg.labels_column not in meta.columns:
         raise DataError(f"preprocess(): the returned frame lost the label column {cfg.labels_column!r}; keep it")
     frame = raw.map_partitions(by_value(_prepare), list(cfg.to_drop), by_value(preprocess), meta=meta)
-    rows = int(client.compute(frame.shape[0]).result())
+    with read_errors(cfg):
+        rows = int(client.compute(frame.shape[0]).result())
     sample = frame.sample(frac=min(1.0, INFER_ROWS / max(rows, 1)), random_state=cfg.seed).compute()
     names = [c for c in frame.columns if c != cfg.labels_column]
     if not names:
