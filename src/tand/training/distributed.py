@@ -31,6 +31,7 @@ import pandas as pd
 
 from tand.config import Config, TrainConfig
 from tand.errors import ConfigError, TandError
+from tand.models import boosting_libraries  # imports no boosting library itself
 
 SUPPORTED = ("lightgbm", "xgboost")
 DEFAULT_ROUNDS = 100  # LightGBM's own default: its Dask interface has no early stopping
@@ -53,8 +54,7 @@ def check_model(cfg: TrainConfig) -> None:
 def cluster_args(cfg: TrainConfig) -> tuple[dict, int, int | None]:
     """model_args as (the library's parameters, rounds, early-stopping rounds or None). LightGBM: early
     stopping is refused in one line, and the default rounds are LightGBM's own."""
-    from tand.models import boosting_libraries as libraries
-
+    libraries = boosting_libraries
     params, rounds, early = libraries.check_args(cfg.model, cfg.model_args)
     if cfg.model != "lightgbm":
         return params, rounds, early
@@ -163,15 +163,9 @@ def fit_on_cluster(client, pipeline, parts, schema, cfg: TrainConfig, progress: 
         adapter.model_ = _xgboost(client, data, schema.task, categorical, width, params, rounds, early, cfg.seed)
     adapter.set_params(n_estimators=rounds, early_stopping_rounds=early, params=params)
     adapter.n_features_in_ = width
-    adapter.n_rounds_ = int(libraries().LIBRARIES[cfg.model].rounds(adapter.model_))
+    adapter.n_rounds_ = int(boosting_libraries.LIBRARIES[cfg.model].rounds(adapter.model_))
     adapter.history_ = []
     return pipeline
-
-
-def libraries():
-    from tand.models import boosting_libraries
-
-    return boosting_libraries
 
 
 def _lightgbm(client, data, task: str, categorical: list[int], params: dict, rounds: int, seed: int):
@@ -204,7 +198,7 @@ def _xgboost(client, data, task: str, categorical: list[int], width: int, params
     )
     model.client = client
     model.fit(X, y, eval_set=[(X_valid, y_valid)] if early else None, verbose=False)
-    local = libraries().library_class("xgboost", task)(n_estimators=rounds, early_stopping_rounds=early)
+    local = boosting_libraries.library_class("xgboost", task)(n_estimators=rounds, early_stopping_rounds=early)
     with tempfile.TemporaryDirectory() as folder:
         model.save_model(f"{folder}/model.json")
         local.load_model(f"{folder}/model.json")
