@@ -21,7 +21,7 @@ from cli.common import REPO_ROOT, known_errors, load_env, python, quote
         "inline": "Everything in this one process (to step through your preprocess hook in a debugger, or to "
         "profile); by default the fit runs in processes of its own beside MLflow's set-up (faster).",
         "dask": "Train on the Dask cluster whose scheduler is at this address (tcp://host:8786; default: "
-        "DASK_SCHEDULER_ADDRESS when set): lightgbm, data_path may be a glob of CSV/Parquet parts.",
+        "DASK_SCHEDULER_ADDRESS when set): lightgbm or xgboost; data_path may be a glob of CSV/Parquet parts.",
     }
 )
 def train(c, config="config.json", quiet=False, inline=False, verbose=False, dask=None):
