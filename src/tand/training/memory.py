@@ -19,8 +19,11 @@ from tand.schema import FeatureSchema
 
 BYTES_PER_VALUE = 8  # float64, what the ColumnTransformer outputs
 SPARSE_BYTES_PER_VALUE = 16  # a CSR entry: float64 value + int64 column index (scipy's conservative case)
-# The MLP copies its float64 input to float32 (half again), and its batches; a fit holds about 1.5 copies.
-PYTORCH_COPIES = 1.5
+# Copies of the dense matrix a fit holds at its peak (measured by bench/train_bench.py --rows 1000000: the
+# MLP peaked at 2.8x its float64 matrix): the one-hot part is built, then stacked (2x); the MLP adds its
+# float32 copy and the one sent to the PyTorch process.
+DENSE_COPIES = 2.0
+PYTORCH_COPIES = 2.5
 GB = 1024**3
 
 
@@ -58,7 +61,7 @@ def estimate(schema: FeatureSchema, cfg: TrainConfig, rows: int) -> Estimate:
     if sparse_onehot(schema, cfg):
         stored = rows * (n_numeric + len(widths))  # one non-zero per categorical feature per row
         return Estimate(stored * SPARSE_BYTES_PER_VALUE, rows, width, "sparse", widest, widths.get(widest, 0))
-    copies = PYTORCH_COPIES if cfg.framework == "pytorch" else 1.0
+    copies = PYTORCH_COPIES if cfg.framework == "pytorch" else DENSE_COPIES
     return Estimate(rows * width * BYTES_PER_VALUE * copies, rows, width, "dense", widest, widths.get(widest, 0))
 
 
