@@ -156,6 +156,17 @@ def test_weighted_metrics_with_unit_weights_are_the_evaluations_and_intervals_ar
     assert low < expected[headline] < high
 
 
+def test_a_big_test_split_is_resampled_through_a_sample_scaled_to_its_size(monkeypatch):
+    p = _predictions("binary", n=3000)
+    full = bootstrap.intervals(p, 200, seed=1)
+    monkeypatch.setattr(bootstrap, "MAX_ROWS", 1000)
+    scaled = bootstrap.intervals(p, 200, seed=1)
+    assert set(scaled) == set(full)
+    for key in ("accuracy", "roc_auc", "log_loss", "recall_a"):
+        width, scaled_width = full[key][1] - full[key][0], scaled[key][1] - scaled[key][0]
+        assert scaled_width == pytest.approx(width, rel=0.25), key
+
+
 @pytest.mark.slow
 def test_invoke_model_card_writes_the_file(trained, tmp_path):
     store, data, version = trained

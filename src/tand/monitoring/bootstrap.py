@@ -16,6 +16,10 @@ from tand.training.evaluate import Predictions, metric_key
 
 LEVEL = 0.95
 CELLS_PER_CHUNK = 4_000_000  # resamples are drawn this many weights at a time (memory stays ~32 MB)
+# Above this many test rows the resamples are drawn from a seeded sample of them and their spread is
+# scaled to the whole split (sqrt(sample / rows)): a bootstrap interval's width estimated from 5,000 rows
+# is within a few per cent, and 200 resamples of 200,000 rows would cost 20 s instead of a quarter of one.
+MAX_ROWS = 5_000
 
 
 def intervals(p: Predictions, resamples: int = 200, seed: int = 42, level: float = LEVEL) -> dict[str, tuple[float, float]]:
@@ -25,6 +29,8 @@ def intervals(p: Predictions, resamples: int = 200, seed: int = 42, level: float
     if resamples < 1 or n == 0:
         return {}
     rng = np.random.default_rng(seed)
+    if n > MAX_ROWS:
+        return _scaled(p, rng.choice(n, MAX_ROWS, replace=False), resamples, seed, level)
     chunk = max(1, min(resamples, CELLS_PER_CHUNK // n))
     draws: dict[str, list[np.ndarray]] = {}
     for start in range(0, resamples, chunk):
@@ -41,6 +47,22 @@ def intervals(p: Predictions, resamples: int = 200, seed: int = 42, level: float
         if len(values):
             low, high = np.percentile(values, [tail, 100 - tail])
             out[name] = (float(low), float(high))
+    return out
+
+
+def _scaled(p: Predictions, rows: np.ndarray, resamples: int, seed: int, level: float) -> dict[str, tuple[float, float]]:
+    """The intervals of a sample of the rows, shrunk to the whole split's size about its point estimates."""
+    sample = Predictions(
+        p.y_true[rows], p.y_pred[rows], p.proba[rows] if p.proba is not None else None, p.classes, p.positive
+    )
+    whole = weighted_metrics(p, np.ones((1, len(p.y_true))))
+    factor = np.sqrt(len(rows) / len(p.y_true))
+    out = {}
+    for name, (low, high) in intervals(sample, resamples, seed, level).items():
+        centre = float(whole[name][0]) if name in whole and np.isfinite(whole[name][0]) else None
+        if centre is not None:
+            mid = float(weighted_metrics(sample, np.ones((1, len(rows))))[name][0])
+            out[name] = (float(centre + factor * (low - mid)), float(centre + factor * (high - mid)))
     return out
 
 

@@ -131,8 +131,15 @@ def _intended_use(card_config) -> Section:
 
 
 def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    """The file's SHA-256; for a folder (a partitioned Parquet data set), of its files' names and contents in order."""
+    path = Path(path)
+    if not path.is_dir():
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for member in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{member.relative_to(path).as_posix()}\0{file_sha256(member)}\n".encode())
+    return digest.hexdigest()
 
 
 def _files(data_path: str) -> list[tuple[str, str]]:
