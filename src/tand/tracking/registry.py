@@ -22,7 +22,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tand.tracking import sql, stores
+from tand.tracking import logged_code, sql, stores
 from tand.errors import NOT_FOUND_CODES, RegistryError
 from tand.schema import FeatureSchema
 
@@ -30,9 +30,6 @@ MODEL_ARTIFACT = "model"
 SCHEMA_METADATA_KEY = "feature_schema"
 # What loading any model needs; not PyTorch (the MLP predicts with NumPy). A boosting model adds its library.
 RUNTIME_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy")
-# Logged with each model (code_paths): the pickle refers to the template's classes (the MLP, the boosting
-# adapters), so MLflow's own tools load it where the template is not installed.
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 # The part of a driver's or HTTP client's long message that says why (urllib3 buries it at the end).
@@ -191,7 +188,8 @@ def without_known_mlflow_notices():
 
 def log_model(pipeline, schema: FeatureSchema, input_example, signature):
     """Log the pipeline to the active run; returns MLflow's ModelInfo (model_uri models:/m-..., model_id)."""
-    with _requirements_checked_without_package_scan(), without_known_mlflow_notices():
+    # The template's classes in the pickle travel with it (tand.tracking.logged_code): it loads anywhere MLflow runs.
+    with _requirements_checked_without_package_scan(), without_known_mlflow_notices(), logged_code.package_subset() as code:
         return mlflow.sklearn.log_model(
             pipeline,
             name=MODEL_ARTIFACT,
@@ -199,7 +197,7 @@ def log_model(pipeline, schema: FeatureSchema, input_example, signature):
             signature=signature,
             input_example=input_example,
             pip_requirements=pip_requirements(schema.model),
-            code_paths=[str(PACKAGE_DIR)],
+            code_paths=[code],
             metadata={SCHEMA_METADATA_KEY: schema.to_dict()},
         )
 
