@@ -46,7 +46,7 @@ td .ci { color:var(--muted); font-size:12px; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 table.pairs { width:100%; }
 table.pairs th { width:210px; background:none; border-bottom:1px solid var(--line); }
-.plots { display:grid; grid-template-columns:repeat(auto-fit, minmax(420px, 1fr)); gap:16px; margin-top:10px; }
+.plots { display:grid; grid-template-columns:repeat(auto-fit, minmax(420px, 1fr)); grid-auto-flow:dense; gap:16px; margin-top:10px; }
 figure { margin:0; border:1px solid var(--line); border-radius:6px; padding:8px; text-align:center; }
 figure img { max-width:100%; height:auto; }
 figure.wide { grid-column:1 / -1; }
