@@ -147,7 +147,8 @@ def _files(data_path: str) -> list[tuple[str, str]]:
 
     if not glob.has_magic(data_path):
         path = Path(data_path)
-        return [("training file", f"`{data_path}` ({path.stat().st_size:,} bytes)"), ("SHA-256", f"`{file_sha256(path)}`")]
+        size = "" if path.is_dir() else f" ({path.stat().st_size:,} bytes)"
+        return [("training file", f"`{data_path}`{size}"), ("SHA-256", f"`{file_sha256(path)}`")]
     files = sorted(glob.glob(data_path))
     return [("training files", f"`{data_path}`: {len(files)} files ({sum(Path(f).stat().st_size for f in files):,} bytes)")]
 
