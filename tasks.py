@@ -11,9 +11,9 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # the library (src/tand), then th
 
 from invoke import Collection  # noqa: E402
 
-from cli import checking, monitoring, serving, shipping, tracking, training, tuning  # noqa: E402
+from cli import checking, monitoring, scoring, serving, shipping, tracking, training, tuning  # noqa: E402
 
 ns = Collection()
-for module in (training, tuning, checking, serving, tracking, monitoring, shipping):
+for module in (training, tuning, checking, serving, scoring, tracking, monitoring, shipping):
     for name, task in Collection.from_module(module).tasks.items():
         ns.add_task(task, name=name)
