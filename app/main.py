@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from app.store.serving import ModelStore, single_threaded_blas
 from app.docs import install_docs
+from app.metrics import Metrics, install_metrics
 from app.openapi import install_openapi
 from app.routes import add_routes
 from app.settings import Settings, SettingsError
@@ -66,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "!!! API_TOKEN is the example value from env_files/app.env: anyone who has read this template can "
             "call this API. Set your own: export API_TOKEN=$(python -c \"import secrets; print(secrets.token_urlsafe(32))\")"
         )
-    store = ModelStore(settings)
+    metrics = Metrics(settings.metrics_dir)
+    store = ModelStore(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if task is not None:
                 task.cancel()
             blas.restore_original_limits()
+            metrics.process_exits()
             gc.unfreeze()  # an app inside a longer-lived process (tests, notebooks) gives its heap back
 
     app = FastAPI(
@@ -105,7 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.settings = settings
+    app.state.metrics = metrics  # count_log_drops() for the prediction log
     add_routes(app, store, settings.api_token, settings.max_body_bytes)
+    install_metrics(app, metrics, settings.api_token, settings.metrics_public)
     install_openapi(app, store)
     install_docs(app)
     return app

@@ -50,6 +50,9 @@ class Settings:
     max_batch_rows: int = 10_000
     cache_dir: Path | None = None  # compiled-model snapshots for fast cold starts; None = off
     http_limits: HttpLimits = field(default_factory=HttpLimits)
+    metrics_public: bool = False  # GET /metrics without the token (a scraper on a private network)
+    # prometheus_client's multiprocess folder, for several workers (invoke serve makes one); None: one process
+    metrics_dir: Path | None = None
 
     def __post_init__(self) -> None:
         _require_token(self.api_token)
@@ -78,6 +81,8 @@ class Settings:
             cache_dir=_cache_dir(env),
             # Read here too so a bad value stops the start-up with one line, not the first connection.
             http_limits=HttpLimits.from_env(env),
+            metrics_public=_flag(env, "METRICS_PUBLIC"),
+            metrics_dir=_metrics_dir(env),
         )
 
 
@@ -140,3 +145,27 @@ def _cache_dir(env) -> Path | None:
         return Path(raw).expanduser() if raw else None
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tand" / "models"
+
+
+def _flag(env, name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name}={env[name]!r} is not a yes/no value (true or false)")
+
+
+def _metrics_dir(env) -> Path | None:
+    # prometheus_client reads the same variable itself when first imported; checked here so a missing
+    # folder stops the start-up with one line instead of failing the first request.
+    raw = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_dir():
+        raise SettingsError(
+            f"PROMETHEUS_MULTIPROC_DIR={raw!r} is not a folder; create an empty one for this start "
+            "(invoke serve --workers N does) or unset it"
+        )
+    return path

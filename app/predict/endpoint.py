@@ -9,7 +9,8 @@ every route. The OpenAPI document describes it
 (app.openapi), since FastAPI documents only its own route functions.
 
 Every answer is the one FastAPI would give: 401 (with WWW-Authenticate), 413, 422 naming
-each field, 503 while no model is loaded, all as JSON {"detail": ...}.
+each field, 503 while no model is loaded, all as JSON {"detail": ...}. Each is counted and timed
+for /metrics (app/metrics.py) after it is sent.
 """
 
 from __future__ import annotations
@@ -103,22 +104,32 @@ class PredictEndpoint:
         self._token = api_token.encode("utf-8")
         self._max_body = max_body_bytes
         self._coalescer = Coalescer()
+        self._metrics = store.metrics  # app/metrics.py: requests, latency, rows and predictions
 
     async def __call__(self, scope, receive, send) -> None:
+        started = perf_counter()
+        status = await self._respond(scope, receive, send, started)
+        if status:
+            self._metrics.predict_answered(status, perf_counter() - started)
+
+    async def _respond(self, scope, receive, send, started: float) -> int | None:
+        """Answers the request; returns the status sent (None: the client left before the body arrived)."""
         token = presented_token(scope["headers"])
         if token is None or not secrets.compare_digest(token, self._token):
             content = json.dumps({"detail": UNAUTHORIZED}).encode()
-            return await send_json(send, 401, content, [(b"www-authenticate", b"Bearer")])
+            await send_json(send, 401, content, [(b"www-authenticate", b"Bearer")])
+            return 401
         served = self.store.current  # one reference for the whole request, even if a reload swaps it meanwhile
         if served is None:
-            return await send_json(send, 503, to_json(unavailable_detail(self.store)))
-        started = perf_counter()
+            await send_json(send, 503, to_json(unavailable_detail(self.store)))
+            return 503
         try:
             body = await read_body(scope, receive, self._max_body)
         except BodyTooLarge:
             # Connection: close, so the server does not read (or wait for) the rest of the body.
             content = to_json({"detail": too_large_detail(self._max_body)})
-            return await send_json(send, 413, content, [(b"connection", b"close")])
+            await send_json(send, 413, content, [(b"connection", b"close")])
+            return 413
         except ClientGone:
             return None
         try:
@@ -130,12 +141,16 @@ class PredictEndpoint:
             else:
                 answers = served.predictor.answers(rows)
         except RequestError as exc:
-            return await send_json(send, 422, to_json({"detail": exc.errors}))
+            await send_json(send, 422, to_json({"detail": exc.errors}))
+            return 422
         except OutOfRange as exc:
-            return await send_json(send, 422, to_json({"detail": out_of_range_errors(exc, batch)}))
+            await send_json(send, 422, to_json({"detail": out_of_range_errors(exc, batch)}))
+            return 422
         version = served.version
         payload = {"predictions": answers, "model_version": version} if batch else {**answers[0], "model_version": version}
         content = to_json(payload)
         # Server-Timing: reading, validating, predicting and encoding, in milliseconds (the benchmark reads it).
         timing = f"app;dur={(perf_counter() - started) * 1000:.3f}".encode()
         await send_json(send, 200, content, [(b"x-model-version", str(version).encode()), (b"server-timing", timing)])
+        self._metrics.predicted(answers, served.predictor.class_names is not None)
+        return 200

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from app.metrics import Metrics
 from app.store.loading import load_from_registry
 from app.predict.predictor import Predictor
 from tand.tracking.compiled_files import read_compiled
@@ -48,8 +49,9 @@ class ServedModel:
 
 
 class ModelStore:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics(settings.metrics_dir)
         self.current: ServedModel | None = None
         self.last_error: str | None = "the model has not been loaded yet"
         self._lock = asyncio.Lock()
@@ -76,9 +78,11 @@ class ModelStore:
             except TandError as exc:
                 if previous is None:
                     self.last_error = str(exc)
+                self.metrics.reload_failed()
                 raise
             single_threaded_blas()  # a loaded model may have brought its own BLAS library
             self.current = loaded  # the swap
+            self.metrics.model_swapped(loaded.name, loaded.version)
             self.last_error = None
             log.info(
                 "serving %s version %d (alias %r, loaded from: %s, %s inference)%s",
