@@ -11,7 +11,6 @@ reason go to the errors file beside the output; the other rows of its chunk are 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +52,9 @@ def errors_path_for(output: Path) -> Path:
     return output.with_name(f"{output.stem}.errors.csv")
 
 
-def read_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The input's chunks (only `columns`); CSV cells as text, '' for an empty cell."""
+def read_chunks(path: Path, columns: list[str], chunk_rows: int, text_columns=()) -> Iterator[pd.DataFrame]:
+    """The input's chunks (only `columns`). CSV: missing markers as NaN, `text_columns` as text, the others
+    parsed by pandas (a column with a cell that is not a number stays text, for the parser to judge)."""
     if is_parquet(path):
         import pyarrow.parquet as pq
 
@@ -71,8 +71,9 @@ def read_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.
     header = pd.read_csv(path, nrows=0, sep=separator, encoding="utf-8-sig").columns
     _check_columns(path, [c for c in columns if c not in header])
     yield from pd.read_csv(
-        path, sep=separator, encoding="utf-8-sig", dtype=str, keep_default_na=False, usecols=columns, chunksize=chunk_rows
-    )
+        path, sep=separator, encoding="utf-8-sig", dtype={c: str for c in text_columns}, keep_default_na=False,
+        na_values=[*MISSING_MARKERS, ""], usecols=columns, chunksize=chunk_rows,
+    )  # fmt: skip
 
 
 def _check_columns(path: Path, missing: list[str]) -> None:
@@ -89,33 +90,31 @@ def row_counts(path: Path) -> int | None:
 
 
 def _json_values(column: pd.Series, feature: Feature, missing: frozenset) -> list:
-    """A column's cells as the JSON values a client would send for this feature."""
-    values = column.tolist()
-    out = []
-    for value in values:
-        if value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and value.strip() in missing):
-            out.append(None)
-        elif isinstance(value, str):
-            out.append(_from_text(value.strip(), feature))
-        elif isinstance(value, (np.generic,)):
-            out.append(value.item())
-        else:
-            out.append(value)
-    return out
-
-
-def _from_text(text: str, feature: Feature):
-    if feature.dtype == "string" and feature.kind == "categorical":
-        return text
-    if feature.dtype == "boolean":
-        return True if text in _TRUE else False if text in _FALSE else text
-    try:
-        number = float(text)
-    except ValueError:
-        return text  # the parser names what is wrong with it
-    if feature.dtype == "integer" and number.is_integer() and abs(number) < 2**53:
-        return int(number)
-    return number
+    """A column's cells as the JSON values a client would send for this feature (vectorised: pandas parses
+    the numbers; only cells that are none of the feature's kind are sent as their text)."""
+    if column.dtype != object and not pd.api.types.is_string_dtype(column):  # Parquet: typed already
+        values = column.astype(object).where(column.notna(), None).tolist()
+        return [v.item() if isinstance(v, np.generic) else v for v in values] if column.dtype.kind not in "fiub" else values
+    text = column.astype(object).where(column.notna(), "").astype(str).str.strip()
+    absent = text.isin(missing).to_numpy()
+    if feature.kind == "categorical" and feature.dtype == "string":
+        values = text.tolist()
+    elif feature.dtype == "boolean":
+        values = text.map(lambda t: True if t in _TRUE else False if t in _FALSE else t).tolist()
+    else:
+        numbers = pd.to_numeric(text.where(~absent), errors="coerce").to_numpy(dtype=np.float64)
+        unparsed = np.isnan(numbers) & ~absent
+        values = numbers.tolist()
+        if feature.dtype == "integer":
+            whole = ~np.isnan(numbers) & (np.abs(numbers) < 2**53)
+            whole[whole] = numbers[whole] == np.floor(numbers[whole])
+            for i in np.flatnonzero(whole):
+                values[i] = int(numbers[i])
+        for i in np.flatnonzero(unparsed):
+            values[i] = text.iat[i]  # the parser names what is wrong with it
+    for i in np.flatnonzero(absent):
+        values[i] = None
+    return values
 
 
 class ChunkScorer:
@@ -218,7 +217,8 @@ def score_file(
     writer = OutputWriter(output_path)
     bar = tqdm(total=row_counts(input_path), unit=" rows", unit_scale=True, desc="scoring", disable=not progress, mininterval=0.5)
     try:
-        for chunk in read_chunks(input_path, columns, chunk_rows):
+        text = [f.name for f in schema.features if f.kind == "categorical" and f.dtype in ("string", "boolean")] + keep
+        for chunk in read_chunks(input_path, columns, chunk_rows, text):
             positions, answers, refused = scorer.score(scorer.records(chunk))
             start = summary.rows
             summary.errors += [(start + p + 1, column, reason) for p, column, reason in refused]
