@@ -152,5 +152,5 @@ class PredictEndpoint:
         # Server-Timing: reading, validating, predicting and encoding, in milliseconds (the benchmark reads it).
         timing = f"app;dur={(perf_counter() - started) * 1000:.3f}".encode()
         await send_json(send, 200, content, [(b"x-model-version", str(version).encode()), (b"server-timing", timing)])
-        self._metrics.predicted(answers, served.predictor.class_names is not None)
+        self._metrics.predicted(answers, served.schema.task == "classification")
         return 200
