@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import UNAUTHORIZED, presented_token
 from app.predict.coalesce import MAX_COALESCED_ROWS, Coalescer
+from app.predict.explain import NotExplainable, explained, wants_explanation
 from app.store.serving import ModelStore
 from app.predict.predictor import OutOfRange
 from app.predict.parser import MAX_ERRORS, RequestError
@@ -140,6 +141,11 @@ class PredictEndpoint:
                 answers = await self._coalescer.answers(served, rows)
             else:
                 answers = served.predictor.answers(rows)
+            if scope.get("query_string") and wants_explanation(scope):  # app/predict/explain.py
+                answers = await run_in_threadpool(explained, served.predictor, rows, answers)
+        except NotExplainable as exc:
+            await send_json(send, 422, to_json({"detail": str(exc)}))
+            return 422
         except RequestError as exc:
             await send_json(send, 422, to_json({"detail": exc.errors}))
             return 422

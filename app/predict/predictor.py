@@ -121,6 +121,21 @@ class Predictor:
                 raise OutOfRange([(int(i), None) for i in bad])
         return labels, proba
 
+    def model_input(self, rows: list[tuple]) -> tuple[object, object, object]:
+        """(the estimator's input matrix, the estimator, the preprocessor: compiled or fitted) for `rows`,
+        as _predict computes them: what app/predict/explain.py attributes to."""
+        if self._transform is not None:
+            return self._transform(rows), self._estimator, self._preprocessor
+        import pandas as pd
+
+        X = pd.DataFrame(rows, columns=self.schema.names)
+        if self.schema.numeric:
+            X[self.schema.numeric] = X[self.schema.numeric].astype(np.float64)
+        model = self._pipeline
+        if not hasattr(model, "steps"):
+            return X, model, None
+        return model[:-1].transform(X), model[-1], model[0]
+
     def _check_inputs(self, X: np.ndarray) -> None:
         # NaN passes: tree models that handle missing values themselves get them unimputed.
         too_large = np.abs(X) > self._limit
