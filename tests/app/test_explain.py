@@ -110,3 +110,14 @@ def test_a_model_without_explanations_answers_422(served):
     answer = httpx.post(f"{url}/predict?explain=true", json=row, headers={"TOKEN": TOKEN}, timeout=30)
     assert answer.status_code == 422 and "KNeighborsClassifier" in answer.json()["detail"]
     assert httpx.post(f"{url}/predict", json=row, headers={"TOKEN": TOKEN}).status_code == 200
+
+
+@pytest.mark.slow
+def test_each_run_logs_its_global_explanation(served):
+    store, _, _ = served
+    tables = sorted(store.path.rglob("plots/global_explanation.csv"))
+    assert len(tables) == 4 and not list(store.path.rglob("plots/global_explanation.png"))[4:]  # not for k-NN
+    for table in tables:
+        lines = table.read_text().splitlines()
+        assert lines[0] == "feature,mean_abs_contribution" and {line.split(",")[0] for line in lines[1:]} == set(FEATURES)
+        assert float(dict(line.split(",") for line in lines[1:])["constant"]) == 0.0

@@ -105,6 +105,10 @@ def render_plots(parts, predictions, schema, pipeline=None) -> dict[str, bytes]:
             buffer = io.BytesIO()
             figure.savefig(buffer, format="png")
             rendered[name] = buffer.getvalue()
+        if pipeline is not None:  # mean |contribution| per feature: a table and a plot (tand.training.global_explanation)
+            from tand.training.global_explanation import explanation_files
+
+            rendered.update(explanation_files(pipeline, parts.X_test))
         return rendered
     finally:
         plots.close(figures)
