@@ -61,6 +61,6 @@ RUN test -f build/model-store/MODEL_STORE.txt \
  && useradd --no-log-init --create-home --uid 10001 --user-group app \
  && mv build/model-store/* . \
  && PYTHONDONTWRITEBYTECODE='' python deploy/docker/warm_start.py \
- && rm -rf build deploy requirements-serve.txt \
+ && rm -rf build deploy requirements-serve.txt requirements-model.txt \
  && chown -R app:app /home/app
 USER 10001

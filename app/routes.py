@@ -76,6 +76,15 @@ UNAVAILABLE = {503: {"model": Detail, "description": "No model is loaded (yet): 
 UNAUTHORIZED = {401: {"model": Detail, "description": "Missing or wrong API token."}}
 
 
+def json_errors(responses: dict) -> dict:
+    """Error answers declared as JSON for a route whose own answer is another type (FastAPI would give
+    a `model` the route's media type, text/html)."""
+    return {
+        code: {"description": spec["description"], "content": {"application/json": {"schema": Detail.model_json_schema()}}}
+        for code, spec in responses.items()
+    }
+
+
 PREDICT_RESPONSES = {
     **UNAUTHORIZED,
     413: {"model": Detail, "description": "Body over MAX_BODY_BYTES."},
@@ -158,7 +167,7 @@ def add_routes(app: FastAPI, store: ModelStore, api_token: str, max_body_bytes: 
         "/model/card",
         dependencies=authorized,
         response_class=HTMLResponse,
-        responses={**UNAUTHORIZED, 404: {"model": Detail, "description": "The served version has no model card."}, **UNAVAILABLE},
+        responses=json_errors({**UNAUTHORIZED, 404: {"description": "The served version has no model card."}, **UNAVAILABLE}),
         summary="The served version's model card: one self-contained HTML page",
     )
     async def model_card():

@@ -24,6 +24,9 @@ class Served:
     def predictor(self):
         return self
 
+    def __getattr__(self, name):  # everything else (class names, the schema...) is the real predictor's
+        return getattr(self.inner, name)
+
     def answers(self, rows):
         self.calls.append(len(rows))
         return self.inner.answers(rows)
@@ -114,6 +117,9 @@ class Counted:
 
     def __init__(self, predictor, batch_invariant: bool):
         self.inner, self.batch_invariant, self.calls = predictor, batch_invariant, []
+
+    def __getattr__(self, name):  # everything else (class names, the schema...) is the real predictor's
+        return getattr(self.inner, name)
 
     def answers(self, rows):
         self.calls.append(len(rows))
