@@ -43,7 +43,7 @@ def bad_configs(project):
     cases.append(("label column", tiny_config(labels_column="diagnosis_"), "column 'diagnosis_' is not in the CSV"))
     cases.append(("labels mismatch", tiny_config(labels=["only_one"]), "holds classes [0, 1] but `labels` names 1"))
     cases.append(
-        ("unknown model", tiny_config(framework="sklearn", model="gradient_forest"), "train.model: unknown classification model 'gradient_forest'; known models: ada_boost"),
+        ("unknown model", tiny_config(framework="sklearn", model="zzz"), "train.model: unknown classification model 'zzz'; known models: ada_boost, catboost"),
     )
     text = data.head(40).astype({"mean_radius": object})
     text.loc[3, "mean_radius"] = "twelve"
