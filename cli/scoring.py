@@ -52,8 +52,11 @@ def predict(c, input, output, version=None, alias=None, keep=None, chunk_rows=20
             Path(input), Path(output), loaded.schema, loaded.predictor, name, version, columns, chunk_rows, progress=not quiet
         )
     seconds = time.perf_counter() - started
-    rate = summary.rows / seconds if seconds > 0 else 0.0
+    rate = summary.rows / summary.seconds if summary.seconds > 0 else 0.0
     refused = f", {summary.refused} refused (their row numbers and reasons: {summary.errors_path})" if summary.refused else ""
-    print(f"scored {summary.scored} of {summary.rows} rows with {name} version {version} into {output}{refused}; {seconds:.1f} s, {rate:,.0f} rows/s")
+    print(
+        f"scored {summary.scored} of {summary.rows} rows with {name} version {version} into {output}{refused}; "
+        f"{seconds:.1f} s in all, {rate:,.0f} rows/s scoring"
+    )
     if summary.scored == 0:
         raise Exit(f"error: no row of {input} could be scored" + (f"; see {summary.errors_path}" if summary.errors_path else ""), code=1)

@@ -39,9 +39,9 @@ def column_owners(preprocessor, width: int) -> list[str]:
                 for column, values in zip(block.columns, block.categories):
                     owners += [column] * len(values)
         return owners
-    from tand.training.importance import _output_features
+    from tand.training.importance import output_features
 
-    owners = _output_features(preprocessor)
+    owners = output_features(preprocessor)
     if len(owners) != width:
         raise NotExplainable("the model's input columns could not be traced back to its features")
     return owners

@@ -12,7 +12,7 @@ reason go to the errors file beside the output; the other rows of its chunk are 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -41,7 +41,7 @@ class Summary:
     refused: int = 0
     errors_path: Path | None = None
     classes: tuple[str, ...] | None = None
-    errors: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
+    seconds: float = 0.0  # reading, scoring and writing (not loading the model)
 
 
 def is_parquet(path: Path) -> bool:
@@ -141,7 +141,7 @@ class ChunkScorer:
                 rows, _ = self.parser.parse(self._encoder.encode([records[i] for i in positions]))
                 return positions, self.predictor.answers(rows), refused
             except RequestError as exc:
-                bad = _refusals(exc.errors, positions, "")
+                bad = _refusals(exc.errors, positions)
             except OutOfRange as exc:
                 bad = {positions[r]: (feature or "", "too far out of range for the model to compute with") for r, feature in exc.problems}
             if not bad:
@@ -151,12 +151,12 @@ class ChunkScorer:
         return [], [], refused
 
 
-def _refusals(errors: list[dict], positions: list[int], default: str) -> dict[int, tuple[str, str]]:
+def _refusals(errors: list[dict], positions: list[int]) -> dict[int, tuple[str, str]]:
     bad: dict[int, tuple[str, str]] = {}
     for error in errors:
         loc = error.get("loc", [])
         if len(loc) >= 2 and isinstance(loc[1], int) and loc[1] < len(positions):
-            column = str(loc[2]) if len(loc) > 2 else default
+            column = str(loc[2]) if len(loc) > 2 else ""
             bad.setdefault(positions[loc[1]], (column, str(error.get("msg", "invalid"))))
     return bad
 
@@ -207,21 +207,33 @@ def score_file(
     """Score `input_path` into `output_path` (and refused rows into errors_path_for(output_path))."""
     from tqdm.auto import tqdm
 
+    import csv
+    import time
+
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise ScoringError(f"{input_path}: no such file")
+    started = time.perf_counter()
     keep = [c for c in keep if c]
     columns = list(dict.fromkeys([*schema.names, *keep]))
     scorer = ChunkScorer(schema, predictor, chunk_rows)
     summary = Summary(classes=predictor.class_names)
+    errors_path = errors_path_for(output_path)
+    errors_path.unlink(missing_ok=True)  # a previous run's refusals would read as this one's
+    errors_file = errors = None  # opened at the first refusal, written chunk by chunk (memory stays bounded)
     writer = OutputWriter(output_path)
     bar = tqdm(total=row_counts(input_path), unit=" rows", unit_scale=True, desc="scoring", disable=not progress, mininterval=0.5)
     try:
         text = [f.name for f in schema.features if f.kind == "categorical" and f.dtype in ("string", "boolean")] + keep
         for chunk in read_chunks(input_path, columns, chunk_rows, text):
             positions, answers, refused = scorer.score(scorer.records(chunk))
-            start = summary.rows
-            summary.errors += [(start + p + 1, column, reason) for p, column, reason in refused]
+            if refused and errors is None:
+                errors_file = open(errors_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+                errors = csv.writer(errors_file)
+                errors.writerow(["row", "column", "reason"])
+                summary.errors_path = errors_path
+            if refused:
+                errors.writerows((summary.rows + p + 1, column, reason) for p, column, reason in refused)
             if positions:
                 kept = chunk.iloc[positions][keep] if keep else pd.DataFrame(index=range(len(positions)))
                 writer.write(answers_frame(answers, predictor.class_names, kept, model_name, version))
@@ -234,7 +246,7 @@ def score_file(
     finally:
         bar.close()
         writer.close()
-    if summary.errors:
-        summary.errors_path = errors_path_for(output_path)
-        pd.DataFrame(summary.errors, columns=["row", "column", "reason"]).to_csv(summary.errors_path, index=False)
+        if errors_file is not None:
+            errors_file.close()
+    summary.seconds = time.perf_counter() - started
     return summary

@@ -25,8 +25,9 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
     }
 
 
-def value(scraped: dict, sample: str, **labels) -> float:
-    return scraped.get((sample, frozenset(labels.items())), 0.0)
+def value(scraped: dict, sample: str, **labels) -> float | None:
+    """The sample's value; None when the scrape has no such sample (a renamed metric must fail, not read 0)."""
+    return scraped.get((sample, frozenset(labels.items())))
 
 
 def requests(scraped: dict, route: str, status: int) -> float:

@@ -15,7 +15,7 @@ SHOWN = 20
 
 def mean_abs_contributions(pipeline, X_test) -> dict[str, float] | None:
     """Feature → mean |contribution| (summed over classes for multiclass); None: no supported attribution."""
-    from tand.training.importance import _output_features
+    from tand.training.importance import output_features
 
     from tand.compiled.model import compile_estimator
 
@@ -28,7 +28,7 @@ def mean_abs_contributions(pipeline, X_test) -> dict[str, float] | None:
         X_test = X_test.sample(SAMPLE_ROWS, random_state=0)
     X = pipeline[:-1].transform(X_test)
     _, contributions = attribution.attribute(model, X)
-    owners = _output_features(pipeline[0])
+    owners = output_features(pipeline[0])
     if len(owners) != contributions.shape[1]:
         return None
     per_column = np.abs(contributions).mean(axis=0).sum(axis=1)

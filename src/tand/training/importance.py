@@ -26,7 +26,7 @@ class Importance:
     kind: str  # what the values measure, for the plot's axis
 
 
-def _output_features(preprocessor) -> list[str]:
+def output_features(preprocessor) -> list[str]:
     """The original feature behind each column the fitted ColumnTransformer outputs."""
     owners: list[str] = []
     for name, transformer, columns in preprocessor.transformers_:
@@ -46,7 +46,7 @@ def _own_importance(pipeline) -> Importance | None:
     raw = getattr(estimator, "feature_importances_", None)
     if raw is None:
         return None
-    owners = _output_features(pipeline[0])
+    owners = output_features(pipeline[0])
     raw = np.asarray(raw, dtype=np.float64)
     if len(owners) != len(raw):
         return None
