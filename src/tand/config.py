@@ -236,7 +236,32 @@ class TrainConfig(_Section):
         return [self.hidden_dim] if isinstance(self.hidden_dim, int) else list(self.hidden_dim)
 
 
+class PredictionLogConfig(_Section):
+    """`app.prediction_log`: opt-in record of every answer of /predict, for `invoke drift` and `invoke evaluate-live`.
+    The environment variable PREDICTION_LOG (a folder or a postgresql:// URL) overrides `path`/`url`."""
+
+    path: str | None = Field(None, min_length=1, description="Folder of rotating log files (JSONL, or Parquet with format 'parquet').")
+    url: str | None = Field(
+        None, pattern=r"^postgres(ql)?(\+\w+)?://", description="PostgreSQL URL: entries go to the table `prediction_log`."
+    )
+    format: Literal["jsonl", "parquet"] = Field("jsonl", description="File format in `path`.")
+    sample: float = Field(1.0, ge=0, le=1, description="Share of requests logged (seeded per request id).")
+    exclude: list[str] = Field(default_factory=list, description="Feature columns left out of the log (personal data).")
+    queue_rows: WholeNumber = Field(
+        100_000, ge=1, description="Entries waiting to be written beyond which new ones are dropped (and counted)."
+    )
+
+    @model_validator(mode="after")
+    def _one_sink(self) -> PredictionLogConfig:
+        if self.path and self.url:
+            raise ValueError("give either path (a folder) or url (PostgreSQL), not both")
+        return self
+
+
 class AppConfig(_Section):
+    prediction_log: PredictionLogConfig | None = Field(
+        None, description="Log each prediction (request id, time, version, features, answer, latency); off when absent."
+    )
     max_batch_rows: WholeNumber = Field(10_000, ge=1, description="Largest JSON array accepted by /predict.")
     max_body_bytes: WholeNumber = Field(8 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 above).")
     refresh_interval: float = Field(
@@ -310,6 +335,15 @@ class ModelCardConfig(_Section):
     )
 
 
+class MonitorConfig(_Section):
+    """`invoke drift` and `invoke evaluate-live`: live traffic compared with the training data."""
+
+    psi_threshold: float = Field(
+        0.2, gt=0, description="Population stability index above which a feature (or the predictions) counts as drifted: exit 2."
+    )
+    min_rows: WholeNumber = Field(100, ge=1, description="Logged rows below which `invoke drift` refuses to judge.")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
@@ -320,6 +354,7 @@ class Config(BaseModel):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     test: _Section | None = Field(default=None, description="Accepted for TanD configs; unused.")
 
 
