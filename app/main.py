@@ -21,6 +21,8 @@ from app.store.serving import ModelStore, single_threaded_blas
 from app.docs import install_docs
 from app.metrics import Metrics, install_metrics
 from app.openapi import install_openapi
+from app.predict.endpoint import PredictEndpoint
+from app.predict.prediction_log import PredictionLog
 from app.routes import add_routes
 from app.settings import Settings, SettingsError
 from tand.errors import TandError
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     metrics = Metrics(settings.metrics_dir)
     store = ModelStore(settings, metrics)
+    prediction_log = PredictionLog(settings.prediction_log, metrics) if settings.prediction_log else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         task = None
+        if prediction_log is not None:
+            prediction_log.start()  # its thread opens the sink: an unreachable one is logged, never fatal
         try:
             try:
                 await store.refresh()
@@ -93,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if task is not None:
                 task.cancel()
+            if prediction_log is not None:
+                await asyncio.to_thread(prediction_log.stop)  # writes what is waiting, then closes the sink
             blas.restore_original_limits()
             metrics.process_exits()
             gc.unfreeze()  # an app inside a longer-lived process (tests, notebooks) gives its heap back
@@ -109,8 +116,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.settings = settings
     app.state.metrics = metrics  # count_log_drops() for the prediction log
+    app.state.prediction_log = prediction_log
     add_routes(app, store, settings.api_token, settings.max_body_bytes)
+    _predict_endpoint(app).log = prediction_log
     install_metrics(app, metrics, settings.api_token, settings.metrics_public)
     install_openapi(app, store)
     install_docs(app)
     return app
+
+
+def _predict_endpoint(app: FastAPI) -> PredictEndpoint:
+    for route in app.router.routes:
+        if isinstance(getattr(route, "endpoint", None), PredictEndpoint):
+            return route.endpoint
+    raise LookupError("add_routes registered no /predict endpoint")

@@ -40,6 +40,24 @@ class HttpLimits:
 
 
 @dataclass(frozen=True)
+class PredictionLogSettings:
+    """Where /predict's answers are logged (app/predict/prediction_log.py): a folder or a PostgreSQL URL."""
+
+    path: Path | None = None
+    url: str | None = field(default=None, repr=False)  # may hold a password
+    format: str = "jsonl"  # of the files in `path`: jsonl or parquet
+    sample: float = 1.0  # share of requests logged, decided per request id
+    exclude: tuple[str, ...] = ()  # features left out of the entries
+    queue_rows: int = 100_000  # entries waiting beyond which new ones are dropped (and counted)
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.url is None):
+            raise SettingsError("the prediction log needs a folder (path) or a postgresql:// URL (url), exactly one")
+        if not 0 <= self.sample <= 1:
+            raise SettingsError(f"the prediction log's sample {self.sample} must be between 0 and 1")
+
+
+@dataclass(frozen=True)
 class Settings:
     api_token: str = field(repr=False)
     model_name: str
@@ -53,6 +71,7 @@ class Settings:
     metrics_public: bool = False  # GET /metrics without the token (a scraper on a private network)
     # prometheus_client's multiprocess folder, for several workers (invoke serve makes one); None: one process
     metrics_dir: Path | None = None
+    prediction_log: PredictionLogSettings | None = None  # None: off
 
     def __post_init__(self) -> None:
         _require_token(self.api_token)
@@ -83,6 +102,7 @@ class Settings:
             http_limits=HttpLimits.from_env(env),
             metrics_public=_flag(env, "METRICS_PUBLIC"),
             metrics_dir=_metrics_dir(env),
+            prediction_log=_prediction_log(env, config["prediction_log"]),
         )
 
 
@@ -114,6 +134,7 @@ def _app_defaults(env) -> dict:
         "refresh_interval": app.refresh_interval,
         "max_body_bytes": app.max_body_bytes,
         "max_batch_rows": app.max_batch_rows,
+        "prediction_log": app.prediction_log,
     }
 
 
@@ -154,6 +175,38 @@ def _flag(env, name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise SettingsError(f"{name}={env[name]!r} is not a yes/no value (true or false)")
+
+
+_POSTGRES_URL = re.compile(r"^postgres(ql)?(\+\w+)?://")
+
+
+def _prediction_log(env, configured) -> PredictionLogSettings | None:
+    """app.prediction_log, with PREDICTION_LOG (a folder or a postgresql:// URL) in place of its path/url and
+    PREDICTION_LOG_SAMPLE in place of its sample; off when neither the config nor PREDICTION_LOG asks for it."""
+    from tand.config import PredictionLogConfig
+
+    raw = env.get("PREDICTION_LOG", "").strip()
+    if not raw and configured is None:
+        return None
+    base = configured or PredictionLogConfig()
+    path, url = base.path, base.url
+    if raw and _POSTGRES_URL.match(raw):
+        path, url = None, raw
+    elif raw and "://" in raw:
+        from app.predict.prediction_log import redacted
+
+        raise SettingsError(f"PREDICTION_LOG={redacted(raw)!r} is neither a folder nor a postgresql:// URL")
+    elif raw:
+        path, url = raw, None
+    if not path and not url:
+        raise SettingsError("app.prediction_log names no sink: give it path (a folder) or url (postgresql://...), or set PREDICTION_LOG")
+    sample = _number(env, "PREDICTION_LOG_SAMPLE", base.sample, float)
+    if sample > 1:
+        raise SettingsError(f"PREDICTION_LOG_SAMPLE={env['PREDICTION_LOG_SAMPLE']!r} must be between 0 and 1 (the share of requests logged)")
+    return PredictionLogSettings(
+        path=Path(path).expanduser() if path else None, url=url or None, format=base.format, sample=sample,
+        exclude=tuple(base.exclude), queue_rows=base.queue_rows,
+    )  # fmt: skip
 
 
 def _metrics_dir(env) -> Path | None:

@@ -11,6 +11,10 @@ every route. The OpenAPI document describes it
 Every answer is the one FastAPI would give: 401 (with WWW-Authenticate), 413, 422 naming
 each field, 503 while no model is loaded, all as JSON {"detail": ...}. Each is counted and timed
 for /metrics (app/metrics.py) after it is sent.
+
+With the prediction log on (`log`, set by app.main), a 200 answer carries X-Request-ID (the client's, or a
+new one) and, after it is sent, its rows and answers are appended to the log's bounded queue: no encoding
+or I/O on the event loop (app/predict/prediction_log.py). With it off, the path is unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from app.predict.explain import NotExplainable, explained, wants_explanation
 from app.store.serving import ModelStore
 from app.predict.predictor import OutOfRange
 from app.predict.parser import MAX_ERRORS, RequestError
+from app.predict.prediction_log import PredictionLog, request_id
 
 # Larger batches are predicted in a thread so the event loop keeps answering health checks.
 THREAD_ROWS = 256
@@ -106,6 +111,7 @@ class PredictEndpoint:
         self._max_body = max_body_bytes
         self._coalescer = Coalescer()
         self._metrics = store.metrics  # app/metrics.py: requests, latency, rows and predictions
+        self.log: PredictionLog | None = None  # app.main sets it when the prediction log is on
 
     async def __call__(self, scope, receive, send) -> None:
         started = perf_counter()
@@ -157,6 +163,14 @@ class PredictEndpoint:
         content = to_json(payload)
         # Server-Timing: reading, validating, predicting and encoding, in milliseconds (the benchmark reads it).
         timing = f"app;dur={(perf_counter() - started) * 1000:.3f}".encode()
-        await send_json(send, 200, content, [(b"x-model-version", str(version).encode()), (b"server-timing", timing)])
+        headers = [(b"x-model-version", str(version).encode()), (b"server-timing", timing)]
+        log = self.log
+        if log is None:
+            await send_json(send, 200, content, headers)
+        else:
+            rid = request_id(scope["headers"])
+            headers.append((b"x-request-id", rid.encode()))
+            await send_json(send, 200, content, headers)
+            log.add(rid, served, rows, answers, (perf_counter() - started) * 1000)
         self._metrics.predicted(answers, served.schema.task == "classification")
         return 200

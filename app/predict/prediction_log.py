@@ -1,0 +1,391 @@
+"""The prediction log (opt-in, `app.prediction_log` or PREDICTION_LOG): one entry per answered /predict row.
+
+Written off the request path. A request that is answered 200 only appends one tuple (its id, the served
+model, its validated rows and its answers, as they already are) to a bounded deque; a thread wakes every
+FLUSH_SECONDS, turns what is waiting into entries, encodes them and writes them in one batch. When the
+sink falls behind (a slow disk, a locked table, an unreachable server), the deque reaches `queue_rows`
+entries and new requests' entries are dropped and counted (tand_prediction_log_dropped), so /predict is
+never slower for it; a batch the sink refuses is dropped and counted too, and the sink is reopened later.
+
+Each entry: request_id, row (0..n-1 within the request), time (UTC, when the answer was sent), model_name,
+model_version, features (feature -> value as validated, `exclude` left out), prediction, probabilities
+(or null), latency_ms (the whole request). Headers are never read into it, so neither is the token.
+
+Sinks: a folder of JSONL files (complete lines, flushed each batch) or Parquet files (`*.parquet.part`
+while written, renamed `*.parquet` when rotated or closed), named predictions-<UTC start>-<pid>-<seq>,
+rotated every ROTATE_ROWS entries or ROTATE_SECONDS; or the PostgreSQL table `prediction_log` (created if
+missing, in the first schema of the connection's search_path), written with COPY.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+
+log = logging.getLogger("app")
+
+FLUSH_SECONDS = 0.2  # how often the writer wakes; also the longest an entry waits before it is written
+MAX_WRITE_ROWS = 20_000  # entries per write call
+ROTATE_ROWS = 100_000
+ROTATE_SECONDS = 3600.0
+PARQUET_GROUP_ROWS = 10_000  # Parquet: entries held for one row group (few large groups read fast) ...
+PARQUET_GROUP_SECONDS = 60.0  # ... or this long, whichever comes first
+RETRY_SECONDS = 5.0  # a sink that failed is not reopened sooner
+MAX_REQUEST_ID = 128
+COLUMNS = ("request_id", "row", "time", "model_name", "model_version", "features", "prediction", "probabilities", "latency_ms")
+
+
+class SinkError(Exception):
+    """The sink cannot take entries now (the message says why, without credentials)."""
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID when it is 1-128 printable ASCII characters, else a new uuid4 (hex)."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            if 0 < len(value) <= MAX_REQUEST_ID and value.isascii():
+                text = value.decode("ascii")
+                if text.isprintable():
+                    return text
+            break
+    return uuid.uuid4().hex
+
+
+# -- entries ----------------------------------------------------------------------------------------
+
+
+class _Columns:
+    """Which features of a schema are logged (cached per served schema: computed once, not per request)."""
+
+    def __init__(self, exclude: frozenset[str]):
+        self._exclude = exclude
+        self._by_schema: dict[int, tuple[object, list[str], list[int] | None]] = {}
+
+    def of(self, schema) -> tuple[list[str], list[int] | None]:
+        known = self._by_schema.get(id(schema))
+        if known is None or known[0] is not schema:
+            names = schema.names
+            keep = [i for i, n in enumerate(names) if n not in self._exclude]
+            kept = [names[i] for i in keep]
+            if len(self._by_schema) > 8:  # a few model versions at most are ever in flight
+                self._by_schema.clear()
+            known = self._by_schema[id(schema)] = (schema, kept, None if len(keep) == len(names) else keep)
+        return known[1], known[2]
+
+
+def entries(pending: list[tuple], columns: _Columns) -> list[tuple]:
+    """Waiting requests → one tuple per row, in COLUMNS order (time in epoch seconds, features a dict)."""
+    out = []
+    for rid, answered, served, rows, answers, latency_ms in pending:
+        names, keep = columns.of(served.schema)
+        name, version = served.name, served.version
+        for i, (row, answer) in enumerate(zip(rows, answers)):
+            values = row if keep is None else [row[j] for j in keep]
+            out.append((rid, i, answered, name, version, dict(zip(names, values)), answer["prediction"], answer.get("probabilities"), latency_ms))
+    return out
+
+
+def iso_utc(seconds: float) -> str:
+    whole = int(seconds)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e6):06d}Z"
+
+
+# -- sinks ------------------------------------------------------------------------------------------
+
+
+class FolderSink:
+    """Rotating files in one folder; this process's files carry its pid, so workers never share one."""
+
+    def __init__(self, folder: Path, fmt: str = "jsonl", rotate_rows: int = ROTATE_ROWS, rotate_seconds: float = ROTATE_SECONDS):
+        self.folder, self.format = Path(folder), fmt
+        self._rotate_rows, self._rotate_seconds = rotate_rows, rotate_seconds
+        self._seq, self._file, self._path, self._opened, self._rows = 0, None, None, 0.0, 0
+        self._encoder = msgspec.json.Encoder()
+        self._held: list[tuple] = []  # Parquet: entries for the next row group
+        self._held_since = 0.0
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create the folder {self.folder}: {exc.strerror or exc}") from None
+
+    def describe(self) -> str:
+        return f"the folder {self.folder} ({self.format})"
+
+    def write(self, batch: list[tuple]) -> None:
+        try:
+            if self.format == "parquet":
+                self._hold(batch)
+            else:
+                self._write_lines(batch)
+        except OSError as exc:
+            raise SinkError(f"cannot write to {self._path or self.folder}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        try:
+            self._write_group()
+            self._close_file()
+        except OSError as exc:
+            raise SinkError(f"cannot close {self._path}: {exc.strerror or exc}") from None
+
+    def _next_file(self) -> None:
+        self._close_file()
+        self._seq += 1
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        suffix = ".parquet.part" if self.format == "parquet" else ".jsonl"
+        self._path = self.folder / f"predictions-{stamp}-{os.getpid()}-{self._seq}{suffix}"
+        self._opened, self._rows = time.monotonic(), 0
+        if self.format != "parquet":
+            self._file = open(self._path, "ab")  # noqa: SIM115 - kept open across batches, closed by _close_file
+
+    def _due(self) -> bool:
+        return self._path is None or self._rows >= self._rotate_rows or time.monotonic() - self._opened >= self._rotate_seconds
+
+    def _write_lines(self, batch: list[tuple]) -> None:
+        start = 0
+        while start < len(batch):
+            if self._due():
+                self._next_file()
+            part = batch[start : start + self._rotate_rows - self._rows]
+            stamps: dict[float, str] = {}
+            lines = [
+                {"request_id": e[0], "row": e[1], "time": stamps.get(e[2]) or stamps.setdefault(e[2], iso_utc(e[2])), "model_name": e[3],
+                 "model_version": e[4], "features": e[5], "prediction": e[6], "probabilities": e[7], "latency_ms": e[8]}
+                for e in part
+            ]  # fmt: skip
+            self._file.write(self._encoder.encode_lines(lines))
+            self._file.flush()
+            self._rows += len(part)
+            start += len(part)
+
+    def _hold(self, batch: list[tuple]) -> None:
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held += batch
+        if len(self._held) >= PARQUET_GROUP_ROWS or time.monotonic() - self._held_since >= PARQUET_GROUP_SECONDS:
+            self._write_group()
+
+    def _write_group(self) -> None:
+        if not self._held:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        held, self._held = self._held, []
+        if self._due():
+            self._next_file()
+        encode = self._encoder.encode
+        columns = list(zip(*held))
+        prediction_type = pa.string() if isinstance(columns[6][0], str) else pa.float64()
+        table = pa.table(
+            {
+                "request_id": pa.array(columns[0], pa.string()),
+                "row": pa.array(columns[1], pa.int32()),
+                "time": pa.array([int(t * 1e6) for t in columns[2]], pa.timestamp("us", tz="UTC")),
+                "model_name": pa.array(columns[3], pa.string()),
+                "model_version": pa.array(columns[4], pa.int32()),
+                "features": pa.array([encode(f).decode() for f in columns[5]], pa.string()),
+                "prediction": pa.array(columns[6], prediction_type),
+                "probabilities": pa.array([None if p is None else encode(p).decode() for p in columns[7]], pa.string()),
+                "latency_ms": pa.array(columns[8], pa.float64()),
+            }
+        )
+        if self._file is not None and self._file.schema_arrow != table.schema:  # a new version of another task
+            self._next_file()
+        if self._file is None:
+            self._file = pq.ParquetWriter(self._path, table.schema)
+        self._file.write_table(table)
+        self._rows += len(held)
+
+    def _close_file(self) -> None:
+        if self._file is None:  # Parquet: nothing was written to this name yet
+            self._path = None
+            return
+        self._file.close()
+        self._file = None
+        if self.format == "parquet":
+            self._path.rename(self._path.with_name(self._path.name.removesuffix(".part")))
+        self._path = None
+
+
+TABLE = "prediction_log"
+CREATE_TABLE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+    request_id text NOT NULL, row int NOT NULL, time timestamptz NOT NULL, model_name text NOT NULL,
+    model_version int NOT NULL, features jsonb NOT NULL, prediction jsonb NOT NULL, probabilities jsonb,
+    latency_ms double precision NOT NULL)"""
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (for messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+class PostgresSink:
+    """The table `prediction_log` (in the first schema of the search_path, e.g. ?options=-csearch_path%3Dlogs)."""
+
+    def __init__(self, url: str, connect_timeout: float = 5):
+        import psycopg
+
+        scheme, rest = url.split("://", 1)
+        self._url, self._shown = f"postgresql://{rest}", redacted(url)
+        self._encoder = msgspec.json.Encoder()
+        try:
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=int(connect_timeout))
+            self._conn.execute(CREATE_TABLE)
+        except psycopg.Error as exc:
+            raise SinkError(f"PostgreSQL at {self._shown}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+
+    def describe(self) -> str:
+        return f"the table {TABLE} at {self._shown}"
+
+    def write(self, batch: list[tuple]) -> None:
+        import psycopg
+
+        encode = self._encoder.encode
+        try:
+            with self._conn.cursor() as cursor, cursor.copy(f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for e in batch:
+                    copy.write_row((
+                        e[0], e[1], datetime.fromtimestamp(e[2], timezone.utc), e[3], e[4], encode(e[5]).decode(),
+                        encode(e[6]).decode(), None if e[7] is None else encode(e[7]).decode(), e[8],
+                    ))  # fmt: skip
+        except psycopg.Error as exc:
+            raise SinkError(f"PostgreSQL at {self._shown}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_sink(settings) -> FolderSink | PostgresSink:
+    """The sink the settings name (app.settings.PredictionLogSettings); SinkError if it cannot be opened."""
+    if settings.url:
+        return PostgresSink(settings.url)
+    return FolderSink(settings.path, settings.format)
+
+
+# -- the log ----------------------------------------------------------------------------------------
+
+
+class PredictionLog:
+    """The bounded queue the endpoint appends to, and the thread that writes it to the sink."""
+
+    def __init__(self, settings, metrics, open_sink=open_sink, flush_seconds: float = FLUSH_SECONDS):
+        self.settings = settings
+        self._metrics = metrics
+        self._open = open_sink
+        self._flush_seconds = flush_seconds
+        self._queue: deque = deque()
+        self._limit = settings.queue_rows
+        self._added = 0  # rows appended: written by the event loop only
+        self._taken = 0  # rows written or dropped by the writer: written by its thread only (no lock needed)
+        sample = settings.sample
+        self._threshold = None if sample >= 1 else int(sample * 2**32)  # crc32 of the request id below it: logged
+        self._columns = _Columns(frozenset(settings.exclude))
+        self._sink = None
+        self._failing = False
+        self._retry_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # The event loop's side: no encoding, no I/O, no lock.
+    def add(self, rid: str, served, rows: list[tuple], answers: list[dict], latency_ms: float) -> None:
+        if self._threshold is not None and zlib.crc32(rid.encode()) >= self._threshold:
+            return
+        n = len(rows)
+        if self._added - self._taken + n > self._limit:
+            self._metrics.count_log_drops(n)
+            return
+        self._added += n
+        self._queue.append((rid, time.time(), served, rows, answers, latency_ms))
+
+    @property
+    def waiting(self) -> int:
+        return self._added - self._taken
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is waiting, close the sink; a stalled sink is given `timeout` seconds."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("prediction log: %s did not take the last entries within %.0f s; %d are lost", self._describe(), timeout, self.waiting)
+        self._thread = None
+
+    # The writer thread's side.
+    def _run(self) -> None:
+        self._reopen()  # at start-up: an unreachable sink says so now, not at the first request
+        while True:
+            stopping = self._stop.wait(self._flush_seconds)
+            self._drain()
+            if stopping:
+                break
+        if self._sink is not None:
+            try:
+                self._sink.close()
+            except SinkError as exc:
+                log.error("prediction log: %s", exc)
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            pending, rows = [], 0
+            while queue and rows < MAX_WRITE_ROWS:
+                item = queue.popleft()
+                pending.append(item)
+                rows += len(item[3])
+            try:
+                if self._sink is None and not self._reopen():
+                    raise SinkError("not open")
+                self._sink.write(entries(pending, self._columns))
+                if self._failing:
+                    log.info("prediction log: writing to %s again", self._sink.describe())
+                    self._failing = False
+            except SinkError as exc:
+                self._metrics.count_log_drops(rows)
+                self._fail(exc)
+            finally:
+                self._taken += rows  # only now: the bound covers the entries the sink is holding up too
+
+    def _reopen(self) -> bool:
+        if time.monotonic() < self._retry_at:
+            return False
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+        try:
+            self._sink = self._open(self.settings)
+        except SinkError as exc:
+            self._fail(exc)
+            return False
+        log.info("prediction log: writing to %s", self._sink.describe())
+        return True
+
+    def _fail(self, exc: SinkError) -> None:
+        if self._sink is not None:
+            try:
+                self._sink.close()
+            except SinkError:
+                pass  # the failure is reported below
+            self._sink = None
+        if not self._failing and str(exc) != "not open":
+            log.error("prediction log: %s; entries are dropped (counted in tand_prediction_log_dropped) until it works again", exc)
+        self._failing = True
+
+    def _describe(self) -> str:
+        return self._sink.describe() if self._sink is not None else "the sink"
