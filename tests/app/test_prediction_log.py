@@ -1,0 +1,231 @@
+"""The prediction log through a live server: entries equal the answers, X-Request-ID, exclude, sample,
+Parquet, PostgreSQL, and a stalled sink (a table locked from another connection) that drops and counts
+while /predict keeps answering."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from test_metrics import samples
+
+from app_support import model_cache  # noqa: F401 - a fixture
+from app_support import TOKEN, auth, server_env, start_server, wait_until, write_config
+from app.predict.prediction_log import request_id
+from app.settings import Settings, SettingsError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracking" / "team"))
+from team_support import pg_admin, pg_uri, require_postgres  # noqa: E402
+
+FILE_NAME = re.compile(r"^predictions-\d{8}T\d{6}-(\d+)-(\d+)\.(jsonl|parquet)$")
+
+
+def dropped(server) -> float:
+    scraped = samples(httpx.get(f"{server.url}/metrics", headers=auth()).text)
+    return scraped.get(("tand_prediction_log_dropped_total", frozenset()), 0.0)
+
+
+def jsonl_entries(folder: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def serve(trained_model, tmp_path, cache, prediction_log: dict | None = None, **env):
+    config = write_config(tmp_path / "config.json", trained_model.model_name, **({"prediction_log": prediction_log} if prediction_log else {}))
+    return start_server(tmp_path, server_env(trained_model.project.tracking_uri, config, cache, **env))
+
+
+def varied_rows(request: dict, n: int) -> list[dict]:
+    """n distinct rows (each feature scaled a little), so that a mix-up of rows would show."""
+    return [{k: (round(v * (1 + 0.05 * i), 6) if isinstance(v, float) else v) for k, v in request.items()} for i in range(n)]
+
+
+def expected_entries(rid: str, rows: list[dict], answers: list[dict], excluded: str, version: int) -> list[dict]:
+    return [
+        {"request_id": rid, "row": i, "model_version": version, "prediction": a["prediction"], "probabilities": a["probabilities"],
+         "features": {k: v for k, v in row.items() if k != excluded}}
+        for i, (row, a) in enumerate(zip(rows, answers))
+    ]  # fmt: skip
+
+
+def comparable(entry: dict) -> dict:
+    return {k: entry[k] for k in ("request_id", "row", "model_version", "prediction", "probabilities", "features")}
+
+
+# -- settings and request ids (no server) -----------------------------------------------------------
+
+
+def test_prediction_log_settings_from_config_and_environment(tmp_path, trained_model):
+    config = write_config(tmp_path / "config.json", trained_model.model_name, prediction_log={"path": "logs", "exclude": ["a"], "sample": 0.5})
+    base = {"API_TOKEN": TOKEN, "TAND_CONFIG": str(config)}
+    configured = Settings.from_env(base).prediction_log
+    assert (configured.path, configured.url, configured.exclude, configured.sample) == (Path("logs"), None, ("a",), 0.5)
+    url = "postgresql://someone:secret@127.0.0.1/test"
+    overridden = Settings.from_env({**base, "PREDICTION_LOG": url, "PREDICTION_LOG_SAMPLE": "1"}).prediction_log
+    assert (overridden.path, overridden.url, overridden.exclude, overridden.sample) == (None, url, ("a",), 1.0)
+    assert "secret" not in repr(overridden)
+    assert Settings.from_env({**base, "PREDICTION_LOG": str(tmp_path / "x")}).prediction_log.path == tmp_path / "x"
+    plain = write_config(tmp_path / "plain.json", trained_model.model_name)
+    assert Settings.from_env({"API_TOKEN": TOKEN, "TAND_CONFIG": str(plain)}).prediction_log is None
+    assert Settings.from_env({"API_TOKEN": TOKEN, "TAND_CONFIG": str(plain), "PREDICTION_LOG": "logs"}).prediction_log.sample == 1.0
+    with pytest.raises(SettingsError, match="neither a folder nor a postgresql:// URL") as refused:
+        Settings.from_env({**base, "PREDICTION_LOG": "mysql://u:secret@h/db"})
+    assert "secret" not in str(refused.value)
+    with pytest.raises(SettingsError, match="PREDICTION_LOG_SAMPLE='2' must be between 0 and 1"):
+        Settings.from_env({**base, "PREDICTION_LOG_SAMPLE": "2"})
+    no_sink = write_config(tmp_path / "no-sink.json", trained_model.model_name, prediction_log={"sample": 0.5})
+    with pytest.raises(SettingsError, match="names no sink"):
+        Settings.from_env({"API_TOKEN": TOKEN, "TAND_CONFIG": str(no_sink)})
+
+
+def test_request_id_is_the_clients_when_printable_and_short_else_a_new_uuid():
+    assert request_id([(b"x-request-id", b"order-17/a b")]) == "order-17/a b"
+    for bad in (b"x" * 129, b"tab\there", "é".encode(), b""):
+        generated = request_id([(b"x-request-id", bad)])
+        assert uuid.UUID(hex=generated).version == 4 and len(generated) == 32
+    assert request_id([]) != request_id([])
+
+
+# -- live server ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_entries_match_the_answers_and_never_hold_the_token(trained_model, tmp_path, model_cache):  # noqa: F811
+    folder = tmp_path / "log"
+    excluded = list(trained_model.request)[0]
+    server = serve(trained_model, tmp_path, model_cache, {"path": str(folder), "exclude": [excluded]})
+    try:
+        one = varied_rows(trained_model.request, 1)[0]
+        single = httpx.post(f"{server.url}/predict", json=one, headers={**auth(), "X-Request-ID": "client-42"})
+        batch_rows = varied_rows(trained_model.request, 3)
+        batch = httpx.post(f"{server.url}/predict", json=batch_rows, headers={"Authorization": f"Bearer {TOKEN}"})
+        long_id = httpx.post(f"{server.url}/predict", json=one, headers={**auth(), "X-Request-ID": "y" * 200})
+        refused = httpx.post(f"{server.url}/predict", json={**one, excluded: "not a number"}, headers=auth())
+        assert [r.status_code for r in (single, batch, long_id, refused)] == [200, 200, 200, 422]
+        assert single.headers["x-request-id"] == "client-42"
+        assert len(batch.headers["x-request-id"]) == 32 and len(long_id.headers["x-request-id"]) == 32
+        wait_until(lambda: len(jsonl_entries(folder)) >= 5, 30, "5 entries in the log")
+    finally:
+        server.stop()
+    entries = jsonl_entries(folder)
+    version = trained_model.version
+    single_answer = {k: v for k, v in single.json().items() if k != "model_version"}
+    expected = [
+        *expected_entries("client-42", [one], [single_answer], excluded, version),
+        *expected_entries(batch.headers["x-request-id"], batch_rows, batch.json()["predictions"], excluded, version),
+        *expected_entries(long_id.headers["x-request-id"], [one], [single_answer], excluded, version),
+    ]
+    assert [comparable(e) for e in entries] == expected  # the 422 is not logged
+    assert all(e["model_name"] == trained_model.model_name and e["time"].endswith("Z") and e["latency_ms"] > 0 for e in entries)
+    assert all(set(e) == {"request_id", "row", "time", "model_name", "model_version", "features", "prediction", "probabilities",
+                          "latency_ms"} for e in entries)  # fmt: skip
+    files = list(folder.iterdir())
+    assert files and all(FILE_NAME.match(p.name) and FILE_NAME.match(p.name).group(1) == str(server.process.pid) for p in files)
+    assert all(TOKEN not in p.read_text() for p in files)
+
+
+@pytest.mark.slow
+def test_sample_zero_logs_nothing_and_parquet_files_are_renamed_when_closed(trained_model, tmp_path, model_cache):  # noqa: F811
+    folder, parquet = tmp_path / "sampled", tmp_path / "parquet"
+    # PREDICTION_LOG and PREDICTION_LOG_SAMPLE override the config's folder and sample.
+    server = serve(trained_model, tmp_path, model_cache, {"path": str(tmp_path / "unused")}, PREDICTION_LOG=str(folder), PREDICTION_LOG_SAMPLE="0")
+    try:
+        answers = [httpx.post(f"{server.url}/predict", json=trained_model.request, headers=auth()) for _ in range(5)]
+        assert all(a.status_code == 200 and a.headers["x-request-id"] for a in answers)
+    finally:
+        server.stop()  # the writer writes what is waiting at shutdown: nothing
+    assert jsonl_entries(folder) == [] and not (tmp_path / "unused").exists()
+
+    (tmp_path / "pq").mkdir()
+    server = serve(trained_model, tmp_path / "pq", model_cache, {"path": str(parquet), "format": "parquet"})
+    try:
+        rows = varied_rows(trained_model.request, 4)
+        answer = httpx.post(f"{server.url}/predict", json=rows, headers=auth())
+        assert answer.status_code == 200
+        assert not list(parquet.glob("*.parquet"))  # renamed from .parquet.part only when the file is closed
+    finally:
+        server.stop()
+    import pyarrow.parquet as pq
+
+    (path,) = parquet.iterdir()
+    assert FILE_NAME.match(path.name)
+    table = pq.read_table(path)
+    assert str(table.schema.field("time").type) == "timestamp[us, tz=UTC]"
+    logged = table.to_pylist()
+    assert [(e["request_id"], e["row"], e["prediction"], json.loads(e["probabilities"]), json.loads(e["features"])) for e in logged] == [
+        (answer.headers["x-request-id"], i, a["prediction"], a["probabilities"], row) for i, (row, a) in enumerate(zip(rows, answer.json()["predictions"]))
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def pg_schema():
+    """A schema of its own in the database `test`, dropped afterwards; the URL puts it first in the search_path."""
+    require_postgres()
+    name = f"predlog_{uuid.uuid4().hex[:10]}"
+    with pg_admin("test") as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield name, f"{pg_uri('test')}?options=-csearch_path%3D{name}"
+    finally:
+        with pg_admin("test") as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def table_rows(schema: str) -> list[tuple]:
+    with pg_admin("test") as conn:
+        return conn.execute(
+            f"SELECT request_id, row, model_version, prediction, probabilities, features, time, latency_ms FROM {schema}.prediction_log"
+            " ORDER BY time, row"
+        ).fetchall()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_postgresql_sink_and_a_locked_table_drops_and_counts_without_slowing_answers(trained_model, tmp_path, model_cache, pg_schema):  # noqa: F811
+    schema, url = pg_schema
+    queue_rows = 5
+    server = serve(trained_model, tmp_path, model_cache, {"url": url, "queue_rows": queue_rows})
+    try:
+        rows = varied_rows(trained_model.request, 3)
+        answer = httpx.post(f"{server.url}/predict", json=rows, headers={**auth(), "X-Request-ID": "pg-batch"})
+        assert answer.status_code == 200
+        wait_until(lambda: len(table_rows(schema)) == 3, 30, "3 rows in the table")
+        logged = table_rows(schema)
+        assert [r[:6] for r in logged] == [
+            ("pg-batch", i, trained_model.version, a["prediction"], a["probabilities"], row)
+            for i, (row, a) in enumerate(zip(rows, answer.json()["predictions"]))
+        ]
+        assert all(r[6].tzinfo is not None and r[7] > 0 for r in logged)
+
+        # Another connection locks the table: the writer's COPY waits on it; the queue fills, then drops.
+        with pg_admin("test") as locker:
+            locker.autocommit = False
+            locker.execute(f"LOCK TABLE {schema}.prediction_log IN ACCESS EXCLUSIVE MODE")
+            sent = 40
+            statuses = [httpx.post(f"{server.url}/predict", json=trained_model.request, headers=auth()).status_code for _ in range(sent)]
+            assert statuses == [200] * sent
+            lost = dropped(server)
+            assert lost >= sent - queue_rows
+            locker.rollback()  # the lock is released: the writer's COPY goes through
+        wait_until(lambda: len(table_rows(schema)) == 3 + sent - lost, 30, f"{3 + sent - lost} rows once the lock is gone")
+        assert dropped(server) == lost
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.slow
+def test_an_unreachable_sink_at_start_up_serves_logs_one_error_and_counts_drops(trained_model, tmp_path, model_cache):  # noqa: F811
+    server = serve(trained_model, tmp_path, model_cache, PREDICTION_LOG="postgresql://postgres:hunter2@127.0.0.1:1/test")
+    try:
+        for _ in range(3):
+            assert httpx.post(f"{server.url}/predict", json=trained_model.request, headers=auth()).status_code == 200
+        wait_until(lambda: dropped(server) >= 3, 30, "3 dropped entries")
+    finally:
+        server.stop()
+    errors = [line for line in server.log().splitlines() if "prediction log:" in line and line.startswith("ERROR")]
+    assert len(errors) == 1 and "127.0.0.1" in errors[0] and "hunter2" not in server.log(), server.log()[-2000:]
