@@ -278,6 +278,9 @@ def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, wor
         schema = evaluation.schema or dataset.schema  # fitting may have set the decision threshold
         _log_evaluation(run.info.run_id, evaluation)
         mlflow.log_dict(schema.to_dict(), "feature_schema.json")
+        from tand.monitoring import profile  # what `invoke drift` compares logged requests with
+
+        mlflow.log_dict(profile.build(parts.X_train, schema, evaluation.predictions), profile.PROFILE_FILE)
         mlflow.log_dict(request, REQUEST_EXAMPLE_FILE)
         laps.lap("log_metrics")
         # Meanwhile the worker renders the plots.

@@ -1,0 +1,104 @@
+"""A drift result (tand.monitoring.drift.DriftResult) as one self-contained HTML page.
+
+A table of every feature's PSI, missing and unseen shares (drifted ones first and marked), then one plot
+per feature: the reference's and the live traffic's share in each bin, side by side. The plots are PNGs
+embedded as base64 and the style sheet is the model card's, so the page opens offline with nothing fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from tand.monitoring.card_render import STYLE
+from tand.training.canvas import LABEL, TICK, TITLE, new_figure
+
+REFERENCE, LIVE, DRIFTED = "#9fb3c8", "#2f80ed", "#d64545"
+EXTRA_STYLE = """
+td.bad, .bad b { color:#d64545; font-weight:600; }
+.verdict { font-size:15px; margin:4px 0 0; }
+"""
+
+
+def bins_png(shift, threshold: float) -> bytes:
+    """Horizontal bars: reference and live share per bin, the first bin on top."""
+    import numpy as np
+
+    n = len(shift.bins)
+    height = 0.95 + 0.3 * n  # inches: 0.55 below the bars for the axis, 0.4 above for the title
+    fig = new_figure(6.4, height)
+    ax = fig.add_axes((0.3, 0.55 / height, 0.66, (height - 0.95) / height))
+    y = np.arange(n)[::-1]
+    ax.barh(y + 0.2, shift.reference, height=0.4, color=REFERENCE, label="reference (training)")
+    ax.barh(y - 0.2, shift.live, height=0.4, color=DRIFTED if shift.drifted else LIVE, label="live (logged requests)")
+    ax.set_yticks(y, [label if len(label) <= 28 else label[:27] + "…" for label in shift.bins], fontsize=TICK)
+    ax.tick_params(axis="x", labelsize=TICK)
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.set_xlabel("share of rows", fontsize=LABEL)
+    verdict = "drifted" if shift.drifted else "stable"
+    ax.set_title(f"{shift.name}: PSI {shift.psi:.3f} ({verdict}; threshold {threshold:g})", fontsize=TITLE, loc="left")
+    ax.legend(fontsize=TICK, loc="lower right", frameon=False)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _row(shift) -> str:
+    mark = ' class="num bad"' if shift.drifted else ' class="num"'
+    cells = [
+        f"<td>{html.escape(shift.name)}</td>",
+        f"<td>{shift.kind}</td>",
+        f"<td{mark}>{shift.psi:.3f}</td>",
+        f'<td class="num">{_percent(shift.missing_reference)}</td>',
+        f'<td class="num">{_percent(shift.missing_live)}</td>',
+        f'<td class="num">{_percent(shift.unseen)}</td>',
+        f"<td>{'drifted' if shift.drifted else 'stable'}</td>",
+    ]
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _figure(shift, threshold: float) -> str:
+    png = base64.b64encode(bins_png(shift, threshold)).decode()
+    return f'<figure><img alt="{html.escape(shift.name)}: reference and live shares per bin" src="data:image/png;base64,{png}"></figure>'
+
+
+def to_html(result, model_name: str, run_id: str, written: str) -> str:
+    shifts = [*result.features, result.prediction]
+    title = f"Drift: {model_name} · version {result.version}"
+    verdict = (
+        f"Drifted (PSI above {result.threshold:g}): {', '.join(result.drifted)}" if result.drifted
+        else f"No feature's PSI is above {result.threshold:g}."
+    )
+    summary = [
+        ("rows compared", f"{result.rows:,}"),
+        ("from", result.first),
+        ("to", result.last),
+        ("drifted", str(len(result.drifted))),
+    ]
+    boxes = "".join(
+        f'<div{" class=bad" if k == "drifted" and result.drifted else ""}><span>{k}</span><b>{html.escape(v)}</b></div>' for k, v in summary
+    )
+    header = "".join(f"<th>{h}</th>" for h in ("feature", "kind", "PSI", "missing (reference)", "missing (live)", "unseen values", "verdict"))
+    table = f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(map(_row, shifts))}</tbody></table>"
+    how = (
+        "Population stability index per feature over the training quantile bins (numeric) or the most frequent "
+        "training values (categorical), with a bin for missing values; the predictions likewise against the test split's."
+    )
+    plots = "".join(_figure(s, result.threshold) for s in shifts)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}{EXTRA_STYLE}</style></head><body>"
+        f"<header><h1>{html.escape(title)}</h1><p>MLflow run <code>{html.escape(run_id)}</code> · written {html.escape(written)}</p>"
+        f'<p class="verdict">{html.escape(verdict)}</p><div class="summary">{boxes}</div></header>'
+        f'<main><section><h2>Features</h2><p>{how}</p>{table}</section>'
+        f'<section><h2>Reference and live, per bin</h2><div class="plots">{plots}</div></section></main>'
+        f"<footer>Written by invoke drift (tand.monitoring.drift_report).</footer></body></html>\n"
+    )

@@ -1,0 +1,290 @@
+"""invoke drift: a real tiny model's reference profile against logged traffic, through the real server and
+its prediction log (JSONL), and against log files written in the log's format (JSONL, Parquet, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from app_support import Store, auth, mixed_dataset, server_env, start_server, train_version, wait_until
+from conftest import INVOKE, load_registered, tiny_config
+
+from tand.monitoring import drift, live_log, profile
+
+MODEL = "drift-classifier"
+SHIFTED, UNCHANGED = "mean_radius", "clinic"
+ROWS = 300
+
+
+def model_config(data: Path) -> dict:
+    config = tiny_config(data_path=str(data), framework="sklearn", model="logistic_regression")
+    for key in ("epochs", "hidden_dim", "patience", "batch_size"):
+        config["train"].pop(key, None)
+    config["mlflow"]["model_name"] = MODEL
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One store with a tiny classifier on data with numeric and categorical features (version 1, production)."""
+    root = tmp_path_factory.mktemp("drift")
+    store = Store(root / "store")
+    store.path.mkdir()
+    data = mixed_dataset(root / "mixed.csv")
+    config = model_config(data)
+    version = train_version(store, config, root / "work")
+    (root / "config.json").write_text(json.dumps(config))
+    return store, root, pd.read_csv(data), version
+
+
+def traffic(frame: pd.DataFrame, shift: bool, seed: int) -> list[dict]:
+    """ROWS rows drawn from the data; with `shift`, mean_radius moved up by three standard deviations."""
+    rows = frame.drop(columns=["diagnosis"]).sample(ROWS, random_state=seed, replace=True).reset_index(drop=True)
+    if shift:
+        rows[SHIFTED] = rows[SHIFTED] + 3 * frame[SHIFTED].std()
+    return json.loads(rows.to_json(orient="records"))
+
+
+def invoke(root: Path, store: Store, *args: str, **env) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREDICTION_LOG"))}
+    full.update(MLFLOW_TRACKING_URI=store.uri, MLFLOW_DISABLE_TELEMETRY="true", **env)
+    return subprocess.run(
+        [*INVOKE, *args, "--config", str(root / "config.json")],
+        cwd=root, env=full, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def drift_runs(store: Store, version: int) -> list[str]:
+    run_id = store.client().get_model_version(MODEL, str(version)).run_id
+    return [f.path for f in store.client().list_artifacts(run_id, "drift")]
+
+
+def logged_lines(folder: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in folder.glob("predictions-*.jsonl"))
+
+
+# -- the whole path: training's profile, the live server's log, invoke drift, the report in MLflow ------
+
+
+@pytest.mark.slow  # a live uvicorn and invoke as a subprocess
+def test_shifted_traffic_through_the_server_drifts_and_unshifted_does_not(trained, tmp_path):
+    store, root, frame, version = trained
+    folder = tmp_path / "log"
+    env = server_env(store.uri, root / "config.json", tmp_path / "cache", PREDICTION_LOG=str(folder))
+    server = start_server(tmp_path, env)
+    try:
+        def send(rows: list[dict]) -> None:
+            for start in range(0, len(rows), 50):
+                answer = httpx.post(f"{server.url}/predict", json=rows[start : start + 50], headers=auth(), timeout=30)
+                assert answer.status_code == 200, answer.text
+
+        send(traffic(frame, shift=False, seed=1))
+        wait_until(lambda: logged_lines(folder) == ROWS, 30, f"{ROWS} logged rows")
+        steady = invoke(root, store, "drift", PREDICTION_LOG=str(folder))
+        assert steady.returncode == 0, steady.stderr + steady.stdout
+        assert "no drift" in steady.stdout and "DRIFTED" not in steady.stdout
+
+        since = datetime.now(UTC).isoformat()
+        send(traffic(frame, shift=True, seed=2))
+        wait_until(lambda: logged_lines(folder) == 2 * ROWS, 30, f"{2 * ROWS} logged rows")
+    finally:
+        server.stop()
+    moved = invoke(root, store, "drift", "--log", str(folder), "--since", since)
+    assert moved.returncode == 2, moved.stderr + moved.stdout
+    verdict = moved.stderr.strip().splitlines()[-1]
+    assert verdict.startswith("drifted (PSI > 0.2):") and SHIFTED in verdict and UNCHANGED not in verdict
+    assert f"{ROWS:,} logged rows" in moved.stdout
+    lines = {line.split()[0]: line for line in moved.stdout.splitlines() if line.startswith("  ")}
+    assert "DRIFTED" in lines[SHIFTED] and "DRIFTED" not in lines[UNCHANGED]
+
+    # Both checks are in the version's run: the report, its data and the PSI values as metrics.
+    client = store.client()
+    run_id = client.get_model_version(MODEL, str(version)).run_id
+    checks = drift_runs(store, version)
+    assert len(checks) == 2
+    latest = max(checks)
+    files = {Path(f.path).name for f in client.list_artifacts(run_id, latest)}
+    assert files == {"report.html", "drift.json"}
+    local = Path(client.download_artifacts(run_id, latest, str(tmp_path / "got")))
+    data = json.loads((local / "drift.json").read_text())
+    assert data["drifted"][0] == SHIFTED and data["rows"] == ROWS
+    page = (local / "report.html").read_text()
+    assert SHIFTED in page and page.count("data:image/png;base64,") == len(data["features"]) + 1
+    history = {m.value for m in client.get_metric_history(run_id, f"drift_psi_{SHIFTED}")}
+    assert len(history) == 2 and max(history) > 0.2 > min(history)
+
+
+# -- the pieces, on log files written in the log's format ---------------------------------------------
+
+
+def entries(frame: pd.DataFrame, shift: bool, seed: int, version: int) -> list[dict]:
+    """Log entries as the API writes them, with the registered pipeline's own answers."""
+    rows = traffic(frame, shift, seed)
+    model = load_registered(MODEL, version=version)
+    X = pd.DataFrame(rows)[model.schema.names]
+    proba = model.pipeline.predict_proba(X)
+    classes = [str(c) for c in model.pipeline.classes_]
+    labels = model.pipeline.predict(X)
+    start = datetime.now(UTC).timestamp()
+    return [
+        {"request_id": f"r{seed}-{i // 10}", "row": i % 10,
+         "time": datetime.fromtimestamp(start + i / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+         "model_name": MODEL, "model_version": version, "features": row, "prediction": str(label),
+         "probabilities": dict(zip(classes, map(float, p))), "latency_ms": 1.5}
+        for i, (row, label, p) in enumerate(zip(rows, labels, proba))
+    ]  # fmt: skip
+
+
+def write_jsonl(folder: Path, items: list[dict], cut_last: bool = False) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(e) + "\n" for e in items)
+    if cut_last:
+        text += json.dumps(items[0])[:40]  # a writer killed mid-line
+    (folder / f"predictions-20261203T000000-1-{uuid.uuid4().hex[:6]}.jsonl").write_text(text)
+
+
+@pytest.fixture(scope="module")
+def tracked(trained):
+    store, root, frame, version = trained
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = store.uri
+    try:
+        yield store, root, frame, version
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if saved is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", saved)
+
+
+def test_training_logs_a_reference_profile_of_every_feature_and_the_predictions(tracked, tmp_path):
+    store, root, frame, version = tracked
+    run_id = store.client().get_model_version(MODEL, str(version)).run_id
+    saved = json.loads(Path(store.client().download_artifacts(run_id, profile.PROFILE_FILE, str(tmp_path))).read_text())
+    assert set(saved["features"]) == set(frame.columns) - {"diagnosis"}
+    numeric = saved["features"][SHIFTED]
+    assert numeric["kind"] == "numeric" and len(numeric["edges"]) == 9 and abs(sum(numeric["shares"]) - 1) < 1e-9
+    clinic = saved["features"][UNCHANGED]
+    assert clinic["kind"] == "categorical" and set(clinic["categories"]) == {"north", "south", "east"}
+    assert clinic["known"] == ["east", "north", "south"] and clinic["missing"] == 0
+    assert saved["prediction"]["categories"] == ["malignant", "benign"]
+    assert saved["train_rows"] + saved["test_rows"] == len(frame)
+
+
+def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift():
+    assert drift.psi([0.5, 0.5, 0.0], [0.5, 0.5, 0.0]) == 0
+    small, large = drift.psi([0.5, 0.5], [0.45, 0.55]), drift.psi([0.5, 0.5], [0.1, 0.9])
+    assert 0 < small < 0.2 < large
+    assert np.isfinite(drift.psi([1.0, 0.0], [0.0, 1.0]))  # empty bins: large, not infinite
+
+
+def test_unseen_and_missing_shares_and_open_ended_bins():
+    reference = profile.categorical_profile(pd.Series(["a"] * 60 + ["b"] * 40))
+    shift = drift.categorical_shift("c", reference, pd.Series(["a"] * 50 + ["zzz"] * 25 + [None] * 25))
+    assert shift.unseen == pytest.approx(25 / 75) and shift.missing_live == pytest.approx(0.25)
+    assert shift.bins == ["a", "b", "(other)", "(missing)"] and shift.live == pytest.approx([0.5, 0, 0.25, 0.25])
+    numbers = profile.numeric_profile(pd.Series(np.arange(100.0)))
+    far = drift.numeric_shift("x", numbers, pd.Series([-1e9, 1e9, np.nan, 50.0]))
+    assert far.live[0] == 0.25 and far.live[-2] == 0.25 and far.live[-1] == 0.25  # below, above, missing
+
+
+def test_jsonl_with_a_cut_last_line_and_parquet_beside_a_part_file(tracked, tmp_path):
+    store, root, frame, version = tracked
+    items = entries(frame, shift=False, seed=3, version=version)
+    write_jsonl(tmp_path / "log", items[:150], cut_last=True)
+    table = pd.DataFrame(items[150:])
+    table["features"] = table["features"].map(json.dumps)
+    table["probabilities"] = table["probabilities"].map(json.dumps)
+    table["time"] = pd.to_datetime(table["time"], utc=True).astype("datetime64[us, UTC]")
+    table.to_parquet(tmp_path / "log" / "predictions-20261203T000000-2-1.parquet")
+    table.head(5).to_parquet(tmp_path / "log" / "predictions-20261203T000000-2-2.parquet.part")  # still being written
+    read = live_log.read(str(tmp_path / "log"))
+    assert len(read) == ROWS and read["features"].map(type).eq(dict).all()
+    assert read["time"].dt.tz is not None and read["time"].is_monotonic_increasing
+    result = drift.compare(profile_of(store, version, tmp_path), read, version, 0.2)
+    assert result.drifted == [] and result.rows == ROWS
+
+
+def profile_of(store: Store, version: int, folder: Path) -> dict:
+    run_id = store.client().get_model_version(MODEL, str(version)).run_id
+    return json.loads(Path(store.client().download_artifacts(run_id, profile.PROFILE_FILE, str(folder))).read_text())
+
+
+@pytest.mark.slow  # invoke as a subprocess
+def test_drift_on_log_files_exit_codes_too_few_rows_and_a_version_without_profile(tracked, tmp_path):
+    store, root, frame, version = tracked
+    write_jsonl(tmp_path / "moved", entries(frame, shift=True, seed=4, version=version))
+    moved = invoke(root, store, "drift", "--log", str(tmp_path / "moved"))
+    assert moved.returncode == 2 and SHIFTED in moved.stderr.splitlines()[-1], moved.stderr
+    write_jsonl(tmp_path / "few", entries(frame, shift=False, seed=5, version=version)[:40])
+    few = invoke(root, store, "drift", "--log", str(tmp_path / "few"))
+    assert few.returncode == 1
+    assert few.stderr.strip().splitlines() == [
+        f"error: only 40 logged rows of {MODEL} version {version} in {tmp_path / 'few'}; drift needs at least 100 "
+        "(monitor.min_rows): wait for more traffic or widen --since"
+    ]
+    # A version whose run has no profile (trained before profiles existed): one line.
+    client = store.client()
+    old = client.get_model_version(MODEL, str(version))
+    bare = client.create_run(client.get_run(old.run_id).info.experiment_id).info.run_id
+    client.set_terminated(bare)
+    os.environ["MLFLOW_TRACKING_URI"] = store.uri
+    legacy = client.create_model_version(MODEL, old.source, run_id=bare).version
+    result = invoke(root, store, "drift", "--log", str(tmp_path / "moved"), "--version", str(legacy))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: version {legacy} of {MODEL} has no reference profile (reference_profile.json; it was trained before "
+        "profiles were written): train it again, or pass --version N of a newer one"
+    ]
+    missing = invoke(root, store, "drift", "--log", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1 and missing.stderr.startswith("error: prediction log") and "Traceback" not in missing.stderr
+
+
+@pytest.mark.postgres
+def test_the_postgresql_log_is_read_with_since_and_version(tracked, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracking" / "team"))
+    from team_support import pg_admin, pg_uri, require_postgres
+
+    from app.predict.prediction_log import CREATE_TABLE
+
+    require_postgres()
+    store, root, frame, version = tracked
+    schema = f"drift_{uuid.uuid4().hex[:10]}"
+    items = entries(frame, shift=False, seed=6, version=version)
+    with pg_admin("test") as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path TO {schema}")
+        conn.execute(CREATE_TABLE)
+        with conn.cursor().copy(f"COPY {schema}.prediction_log ({', '.join(live_log.COLUMNS)}) FROM STDIN") as copy:
+            for e in items:
+                copy.write_row([e["request_id"], e["row"], e["time"], e["model_name"], e["model_version"], json.dumps(e["features"]),
+                                json.dumps(e["prediction"]), json.dumps(e["probabilities"]), e["latency_ms"]])  # fmt: skip
+    try:
+        url = f"{pg_uri('test')}?options=-csearch_path%3D{schema}"
+        read = live_log.read(url, version=version)
+        assert len(read) == ROWS and read.loc[0, "features"] == items[0]["features"]
+        assert read.loc[0, "prediction"] == items[0]["prediction"]
+        later = live_log.read(url, since=live_log.parse_since(items[100]["time"]))
+        assert len(later) == ROWS - 100
+        assert live_log.read(url, version=version + 5).empty
+        result = drift.compare(profile_of(store, version, tmp_path), read, version, 0.2)
+        assert result.drifted == []
+    finally:
+        with pg_admin("test") as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_since_takes_iso_times_and_spans():
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    assert live_log.parse_since("24h", now) == datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    assert live_log.parse_since("2026-12-01", now) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert live_log.parse_since("2026-12-01T08:00:00Z", now) == datetime(2026, 12, 1, 8, tzinfo=UTC)
+    with pytest.raises(Exception, match="--since 'yesterday'"):
+        live_log.parse_since("yesterday", now)
