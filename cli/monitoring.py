@@ -85,9 +85,10 @@ def drift(c, log=None, since=None, version=None, config="config.json"):
     result, target = checked.result, checked.target
     print(f"drift: {target.model_name} version {target.version}, {result.rows:,} logged rows ({result.first} to {result.last})")
     for shift in [*result.features, result.prediction]:
-        extra = f", unseen {shift.unseen:.1%}" if shift.unseen else ""
+        notes = [f"missing {shift.missing_reference:.1%} -> {shift.missing_live:.1%}"] if shift.missing_reference or shift.missing_live else []
+        notes += [f"unseen values {shift.unseen:.1%}"] if shift.unseen else []
         mark = "  DRIFTED" if shift.drifted else ""
-        print(f"  {shift.name:<28} PSI {shift.psi:7.3f}   missing {shift.missing_reference:.1%} -> {shift.missing_live:.1%}{extra}{mark}")
+        print(f"  {shift.name:<28} PSI {shift.psi:7.3f}{mark}{'   ' + ', '.join(notes) if notes else ''}")
     print(f"report: {checked.artifact_path}/report.html in run {target.run_id}")
     if result.drifted:
         raise Exit(f"drifted (PSI > {result.threshold:g}): {', '.join(result.drifted)}", code=2)

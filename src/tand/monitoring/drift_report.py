@@ -38,7 +38,7 @@ def bins_png(shift, threshold: float) -> bytes:
     ax.set_xlabel("share of rows", fontsize=LABEL)
     verdict = "drifted" if shift.drifted else "stable"
     ax.set_title(f"{shift.name}: PSI {shift.psi:.3f} ({verdict}; threshold {threshold:g})", fontsize=TITLE, loc="left")
-    ax.legend(fontsize=TICK, loc="lower right", frameon=False)
+    ax.legend(fontsize=TICK, loc="best", frameon=False)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     buffer = io.BytesIO()

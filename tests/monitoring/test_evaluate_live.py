@@ -1,0 +1,89 @@
+"""invoke evaluate-live: outcomes that arrived later joined with the prediction log; the template's own
+metrics on them logged to the version's run as live_<metric>."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from test_drift import MODEL, ROWS, entries, invoke, tracked, trained, write_jsonl  # noqa: F401 - fixtures too
+
+from tand.config import parse_config
+from tand.errors import DataError
+from tand.monitoring import live_checks
+from tand.training.evaluate import Predictions, compute_metrics
+
+SEED = 7
+
+
+def logged(tracked, folder):  # noqa: F811
+    """ROWS logged entries (requests of 10 rows) and the actual labels of their rows (0 malignant, 1 benign)."""
+    store, root, frame, version = tracked
+    items = entries(frame, shift=False, seed=SEED, version=version)
+    write_jsonl(folder, items)
+    actual = frame["diagnosis"].sample(ROWS, random_state=SEED, replace=True).to_numpy()  # the rows `entries` drew
+    return items, actual
+
+
+def outcomes_file(path, items, actual, keep: int, unknown: int, with_row: bool = True):
+    rows = [{"request_id": e["request_id"], "row": e["row"], "diagnosis": int(a)} for e, a in zip(items[:keep], actual[:keep])]
+    rows += [{"request_id": f"never-logged-{i}", "row": 0, "diagnosis": 1} for i in range(unknown)]
+    frame = pd.DataFrame(rows)
+    (frame if with_row else frame.drop(columns=["row"])).to_csv(path, index=False)
+    return path
+
+
+def expected(items, actual, keep: int) -> dict:
+    names = ["malignant", "benign"]
+    p = Predictions(
+        pd.Series(actual[:keep]).map(dict(enumerate(names))).to_numpy(dtype=str),
+        pd.Series([e["prediction"] for e in items[:keep]]).to_numpy(dtype=str),
+        pd.DataFrame([e["probabilities"] for e in items[:keep]])[names].to_numpy(),
+        tuple(names),
+        "malignant",
+    )
+    return compute_metrics(p)
+
+
+def test_outcomes_join_the_log_and_the_live_metrics_go_to_the_run(tracked, tmp_path):  # noqa: F811
+    store, root, frame, version = tracked
+    items, actual = logged(tracked, tmp_path / "log")
+    path = outcomes_file(tmp_path / "outcomes.csv", items, actual, keep=250, unknown=10)
+    cfg = parse_config(__import__("json").loads((root / "config.json").read_text()))
+    done = live_checks.evaluate_live(cfg, str(tmp_path / "log"), path)
+    assert (done.matched, done.unmatched, done.target.version) == (250, 10, version)
+    want = expected(items, actual, 250)
+    assert done.metrics["accuracy"] == pytest.approx(want["accuracy"]) and done.metrics["roc_auc"] == pytest.approx(want["roc_auc"])
+    metrics = store.client().get_run(done.target.run_id).data.metrics
+    assert metrics["live_accuracy"] == pytest.approx(want["accuracy"]) and metrics["live_rows"] == 250
+    assert metrics["live_log_loss"] == pytest.approx(want["log_loss"])
+
+
+def test_outcomes_of_batch_requests_need_the_row(tracked, tmp_path):  # noqa: F811
+    store, root, frame, version = tracked
+    items, actual = logged(tracked, tmp_path / "log")
+    path = outcomes_file(tmp_path / "outcomes.csv", items, actual, keep=50, unknown=0, with_row=False)
+    cfg = parse_config(__import__("json").loads((root / "config.json").read_text()))
+    with pytest.raises(DataError, match=r"add a `row` column"):
+        live_checks.evaluate_live(cfg, str(tmp_path / "log"), path)
+
+
+@pytest.mark.slow  # invoke as a subprocess
+def test_invoke_evaluate_live_prints_the_counts_and_errors_are_one_line(tracked, tmp_path):  # noqa: F811
+    store, root, frame, version = tracked
+    items, actual = logged(tracked, tmp_path / "log")
+    path = outcomes_file(tmp_path / "outcomes.csv", items, actual, keep=120, unknown=3)
+    pd.read_csv(path).rename(columns={"diagnosis": "actual"}).to_parquet(tmp_path / "outcomes.parquet")
+    done = invoke(root, store, "evaluate-live", "--outcomes", str(tmp_path / "outcomes.parquet"), "--label-column", "actual",
+                  "--log", str(tmp_path / "log"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"evaluate-live: {MODEL} version {version}: 120 outcomes matched, 3 unmatched;")
+    assert f"accuracy {expected(items, actual, 120)['accuracy']:.4f}" in line
+    wrong = invoke(root, store, "evaluate-live", "--outcomes", str(path), "--label-column", "label", "--log", str(tmp_path / "log"))
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip().splitlines() == [
+        f"error: --outcomes {path}: no column 'label'; columns are: request_id, row, diagnosis (name the label's with --label-column)"
+    ]
+    none = invoke(root, store, "evaluate-live", "--outcomes", str(outcomes_file(tmp_path / "none.csv", items, actual, 0, 5)),
+                  "--log", str(tmp_path / "log"))  # fmt: skip
+    assert none.returncode == 1 and none.stderr.startswith("error: none of the 5 outcomes matches a logged request")
