@@ -16,6 +16,7 @@ be stricter, never laxer (tests/app/test_app_requests.py fuzzes the two against 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
 
 import msgspec
@@ -73,25 +74,52 @@ def _whole_number(value):
 WHOLE_NUMBER = PlainValidator(_whole_number, json_schema_input_type=int)
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What one feature's value must be: the single statement of the rules that the JSON validators below
+    (pydantic, msgspec) and the column-wise one for files (app/predict/columns.py) are built from.
+
+    value: "number" (a JSON int or float, never a bool), "integer" (a whole number: 3 or 3.0), "boolean",
+    "text". allowed: the known categories a value must be one of; None: any value of its type. bounded:
+    within ±MAX_MAGNITUDE (numbers; categories only have to be known). nullable: null or left out is missing.
+    """
+
+    value: Literal["number", "integer", "boolean", "text"]
+    allowed: tuple | None
+    bounded: bool
+    nullable: bool
+
+
+def rule_of(feature: Feature) -> Rule:
+    if feature.kind == "numeric":
+        return Rule("integer" if feature.dtype == "integer" else "number", None, True, feature.nullable)
+    if feature.dtype == "boolean":
+        return Rule("boolean", None, False, feature.nullable)
+    categories = tuple(feature.categories or ())
+    if feature.dtype == "string":
+        return Rule("text", categories or None, False, feature.nullable)
+    return Rule("integer" if feature.dtype == "integer" else "number", categories, False, feature.nullable)
+
+
 def _field_type(feature: Feature):
-    kind = _value_type(feature)
+    kind = _value_type(rule_of(feature))
     return NotRequired[Optional[kind]] if feature.nullable else kind
 
 
-def _value_type(feature: Feature):
-    if feature.kind == "numeric":
+def _value_type(rule: Rule):
+    if rule.bounded:
         bounds = {"minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
-        if feature.dtype == "integer":
+        if rule.value == "integer":
             return Annotated[int, WHOLE_NUMBER, WithJsonSchema({"type": "integer", **bounds})]
         return Annotated[float, Strict(), Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
-    if feature.dtype == "boolean":
+    if rule.value == "boolean":
         return Annotated[bool, Strict()]
-    categories = tuple(feature.categories or ())
-    if feature.dtype == "string":
-        return Literal[categories] if categories else str
-    enum = {"type": _JSON_TYPES[feature.dtype], "enum": list(categories)}
+    if rule.value == "text":
+        return Literal[rule.allowed] if rule.allowed else str
+    categories = rule.allowed
+    enum = {"type": _JSON_TYPES[rule.value], "enum": list(categories)}
     # Literal would accept true for 1: a strict type first (a whole number for integers), then membership.
-    if feature.dtype == "integer":
+    if rule.value == "integer":
         return Annotated[int, PlainValidator(_whole_category, json_schema_input_type=int), _one_of(categories), WithJsonSchema(enum)]
     return Annotated[float, Strict(), _one_of(categories), WithJsonSchema(enum)]
 
@@ -120,14 +148,15 @@ def _fast_field_type(feature: Feature):
 
 
 def _fast_value_type(feature: Feature):
-    if feature.kind == "numeric":
-        if feature.dtype == "integer":
+    rule = rule_of(feature)
+    if rule.bounded:
+        if rule.value == "integer":
             return Annotated[int, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
         return Annotated[float, msgspec.Meta(ge=-float(MAX_MAGNITUDE), le=float(MAX_MAGNITUDE))]
-    if feature.dtype == "boolean":
+    if rule.value == "boolean":
         return bool
-    if feature.categories and feature.dtype in ("string", "integer"):
-        return Literal[tuple(feature.categories)]
+    if rule.allowed and rule.value in ("text", "integer"):
+        return Literal[rule.allowed]
     return None
 
 

@@ -106,6 +106,9 @@ class Predictor:
             model = self._pipeline
             if hasattr(model, "steps"):  # a Pipeline: run its transformers, check, then the estimator
                 X, model = model[:-1].transform(X), model[-1]
+        return self._run(X, model, len(rows))
+
+    def _run(self, X, model, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._check and isinstance(X, np.ndarray):
             self._check_inputs(X)
         if isinstance(model, NumpyMLP):
@@ -116,7 +119,7 @@ class Predictor:
         outputs = proba if proba is not None else (None if self._classifier else labels)
         # One reduction on the hot path: a sum is finite only if every value is (the probe below says which).
         if outputs is not None and not math.isfinite(outputs.sum()):
-            bad = np.flatnonzero(~np.isfinite(outputs).reshape(len(rows), -1).all(axis=1))
+            bad = np.flatnonzero(~np.isfinite(outputs).reshape(n, -1).all(axis=1))
             if len(bad):
                 raise OutOfRange([(int(i), None) for i in bad])
         return labels, proba
@@ -152,14 +155,34 @@ class Predictor:
             names += list(block.columns) if isinstance(block, NumericBlock) else [None] * block.width
         return names
 
-    def answers(self, rows: list[tuple]) -> list[dict]:
-        """One {"prediction", "probabilities"} object per row (regression: the number only)."""
-        labels, proba = self._predict(rows)
+    def _decide(self, labels: np.ndarray, proba: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities in the configured label order; the label by the stored threshold where there is one."""
         if proba is not None and self._order is not None:
             proba = proba[:, self._order]
         if self._positive is not None:
             names = np.asarray(self.class_names, dtype=object)
             labels = np.where(proba[:, self._positive] >= self.schema.threshold, names[self._positive], names[1 - self._positive])
+        return labels, proba
+
+    @property
+    def compiled_preprocessor(self) -> CompiledPreprocessor | None:
+        """The compiled preprocessing, for callers that build its matrix column by column (app/predict/columns.py)."""
+        return self._preprocessor
+
+    def predict_matrix(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels, probabilities or None) for the compiled preprocessor's output matrix `X`, as answers()
+        decides them for the rows it came from (same estimator call, same checks: OutOfRange)."""
+        if self._preprocessor is None:
+            raise ValueError("predict_matrix needs the compiled preprocessing")
+        return self._decide(*self._run(X, self._estimator, len(X)))
+
+    def predict_rows(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels, probabilities or None) for validated rows: answers() without a dict per row."""
+        return self._decide(*self._predict(rows))
+
+    def answers(self, rows: list[tuple]) -> list[dict]:
+        """One {"prediction", "probabilities"} object per row (regression: the number only)."""
+        labels, proba = self._decide(*self._predict(rows))
         labels = labels.tolist()
         if not self._classifier:
             return [{"prediction": float(value)} for value in labels]

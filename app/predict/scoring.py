@@ -1,33 +1,41 @@
 """Batch scoring (`invoke predict`): a CSV or Parquet file in, the API's answers out, in bounded chunks.
 
-Each chunk's rows go through what POST /predict runs: the request parser (the same validation, so a row
-gets exactly the answer the API would give it, or the 422 reason it would get) and the served version's
-predictor (the compiled NumPy path where the API has it). A CSV's cells are text: each is read as the
-JSON value a client would send for its feature (a number, a whole number, a known category, a boolean;
-a missing marker as null), and a cell that is none of these is sent as it is, for the parser to refuse
-with its reason. A refused row does not stop the file: its row number (1 = the first data row) and the
-reason go to the errors file beside the output; the other rows of its chunk are scored.
+A chunk stays in columns from reading to writing: pyarrow reads it (a CSV's cells as text, missing markers
+as null), app/predict/columns.py judges each feature's column by the rules the API's request parser is
+built from and builds the compiled preprocessor's matrix from the rows that pass, the served version's
+Predictor answers the matrix in one call (the estimator call and checks the API makes), and pyarrow writes
+the answers. So a row gets exactly the answer the API would give it.
+
+A row the column check flags goes, alone, to the API's request parser (as the JSON a client would send
+for its cells), which decides: its 422 reason goes to the errors file beside the output with the row's
+number (1 = the first data row), or, if the parser accepts it after all, it is scored from the parser's
+row. A refused row does not stop the file; the other rows of its chunk are scored.
 """
 
 from __future__ import annotations
 
+import csv
+import math
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
-from app.predict.parser import RequestError, RequestParser
+from app.predict.columns import _NUMBER, FALSE_TEXT, TRUE_TEXT, Checked, check_columns, matrix, python_rows
+from app.predict.parser import RequestError, RequestParser, Rule, rule_of
 from app.predict.predictor import OutOfRange, Predictor
 from tand.config import MISSING_MARKERS
 from tand.errors import TandError
-from tand.schema import Feature, FeatureSchema
+from tand.schema import FeatureSchema
 
 CHUNK_ROWS = 20_000
 PARQUET_SUFFIXES = (".parquet", ".pq")
-_TRUE, _FALSE = {"true", "True", "TRUE", "1"}, {"false", "False", "FALSE", "0"}
+OUT_OF_RANGE = "too far out of range for the model to compute with"
 
 
 class ScoringError(TandError):
@@ -52,28 +60,51 @@ def errors_path_for(output: Path) -> Path:
     return output.with_name(f"{output.stem}.errors.csv")
 
 
-def read_chunks(path: Path, columns: list[str], chunk_rows: int, text_columns=()) -> Iterator[pd.DataFrame]:
-    """The input's chunks (only `columns`). CSV: missing markers as NaN, `text_columns` as text, the others
-    parsed by pandas (a column with a cell that is not a number stays text, for the parser to judge)."""
-    if is_parquet(path):
-        import pyarrow.parquet as pq
+def read_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """The input's chunks of at most `chunk_rows` rows, only `columns`. CSV: every cell as text, a missing
+    marker (tand.config.MISSING_MARKERS) as null."""
+    kind = "Parquet" if is_parquet(path) else "CSV"
+    try:
+        batches = _parquet_batches(path, columns, chunk_rows) if kind == "Parquet" else _csv_batches(path, columns, chunk_rows)
+        for batch in batches:
+            for start in range(0, batch.num_rows, chunk_rows):
+                yield batch.slice(start, chunk_rows)
+    except (OSError, pa.ArrowException, ValueError, csv.Error) as exc:
+        raise ScoringError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0][:200]})") from None
 
-        parquet = pq.ParquetFile(path)
-        missing = [c for c in columns if c not in parquet.schema_arrow.names]
-        _check_columns(path, missing)
-        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
-            yield batch.to_pandas()
-        return
+
+def _parquet_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    _check_columns(path, [c for c in columns if c not in parquet.schema_arrow.names])
+    yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
+
+
+def _csv_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    import pyarrow.csv as pacsv
+
     from tand.training.reading import sniff_separator
 
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        separator = sniff_separator(handle.readline())
-    header = pd.read_csv(path, nrows=0, sep=separator, encoding="utf-8-sig").columns
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        first = handle.readline()
+        sample = first + handle.read(1 << 20)
+    separator = sniff_separator(first)
+    header = next(csv.reader([first], delimiter=separator), [])
     _check_columns(path, [c for c in columns if c not in header])
-    yield from pd.read_csv(
-        path, sep=separator, encoding="utf-8-sig", dtype={c: str for c in text_columns}, keep_default_na=False,
-        na_values=[*MISSING_MARKERS, ""], usecols=columns, chunksize=chunk_rows,
+    # Blocks of about chunk_rows rows (pyarrow reads by bytes), one thread: the core stays the scorer's.
+    row_bytes = len(sample.encode()) / max(sample.count("\n"), 1)
+    block = int(min(max(row_bytes * chunk_rows * 1.1, 1 << 16), 1 << 26))
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=block),
+        parse_options=pacsv.ParseOptions(delimiter=separator),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=columns, column_types={c: pa.string() for c in columns},
+            null_values=list(MISSING_MARKERS), strings_can_be_null=True, quoted_strings_can_be_null=True,
+        ),
     )  # fmt: skip
+    yield from reader
 
 
 def _check_columns(path: Path, missing: list[str]) -> None:
@@ -89,115 +120,190 @@ def row_counts(path: Path) -> int | None:
     return None
 
 
-def _json_values(column: pd.Series, feature: Feature, missing: frozenset) -> list:
-    """A column's cells as the JSON values a client would send for this feature (vectorised: pandas parses
-    the numbers; only cells that are none of the feature's kind are sent as their text)."""
-    if column.dtype != object and not pd.api.types.is_string_dtype(column):  # Parquet: typed already
-        values = column.astype(object).where(column.notna(), None).tolist()
-        return [v.item() if isinstance(v, np.generic) else v for v in values] if column.dtype.kind not in "fiub" else values
-    text = column.astype(object).where(column.notna(), "").astype(str).str.strip()
-    absent = text.isin(missing).to_numpy()
-    if feature.kind == "categorical" and feature.dtype == "string":
-        values = text.tolist()
-    elif feature.dtype == "boolean":
-        values = text.map(lambda t: True if t in _TRUE else False if t in _FALSE else t).tolist()
-    else:
-        numbers = pd.to_numeric(text.where(~absent), errors="coerce").to_numpy(dtype=np.float64)
-        unparsed = np.isnan(numbers) & ~absent
-        values = numbers.tolist()
-        if feature.dtype == "integer":
-            whole = ~np.isnan(numbers) & (np.abs(numbers) < 2**53)
-            whole[whole] = numbers[whole] == np.floor(numbers[whole])
-            for i in np.flatnonzero(whole):
-                values[i] = int(numbers[i])
-        for i in np.flatnonzero(unparsed):
-            values[i] = text.iat[i]  # the parser names what is wrong with it
-    for i in np.flatnonzero(absent):
-        values[i] = None
-    return values
+def json_value(cell, rule: Rule):
+    """A cell as the JSON value a client would send for its feature (for the parser's verdict on a flagged row)."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return None
+    if not isinstance(cell, str):
+        return cell if isinstance(cell, (bool, int, float)) else str(cell)
+    if rule.value == "text":
+        return cell
+    if rule.value == "boolean":
+        return True if cell in TRUE_TEXT else False if cell in FALSE_TEXT else cell
+    text = cell.strip()
+    if not re.fullmatch(_NUMBER, text):
+        return cell
+    number = float(text)
+    if not math.isfinite(number):
+        return cell  # JSON has no infinity: the parser refuses the text, as it would refuse the number
+    return int(number) if rule.value == "integer" and number.is_integer() else number
+
+
+@dataclass
+class Scored:
+    positions: np.ndarray  # of the chunk's rows that were scored, ascending
+    labels: np.ndarray
+    proba: np.ndarray | None
+    refused: list[tuple[int, str, str]]  # (position, column, reason)
 
 
 class ChunkScorer:
-    """One chunk → (answers for the rows the API accepts, their positions, refusals)."""
+    """One chunk (Arrow columns) → the answers for the rows the API accepts, and the refusals."""
 
-    def __init__(self, schema: FeatureSchema, predictor: Predictor, chunk_rows: int):
+    def __init__(self, schema: FeatureSchema, predictor: Predictor):
         self.schema = schema
         self.predictor = predictor
-        self.parser = RequestParser(schema, max_rows=chunk_rows)
-        self._missing = frozenset(MISSING_MARKERS) | {""}
+        self.parser = RequestParser(schema, max_rows=1)
+        self._rules = {f.name: rule_of(f) for f in schema.features}
         self._encoder = msgspec.json.Encoder()
 
-    def records(self, chunk: pd.DataFrame) -> list[dict]:
-        columns = {f.name: _json_values(chunk[f.name], f, self._missing) for f in self.schema.features}
-        names = list(columns)
-        return [dict(zip(names, values)) for values in zip(*columns.values())] if names else [{}] * len(chunk)
+    def score(self, batch: pa.RecordBatch) -> Scored:
+        checked = check_columns({name: batch.column(name) for name in self.schema.names}, self.schema)
+        flagged = np.flatnonzero(checked.bad)
+        refused, rescued, rescued_rows = self._verdicts(batch, flagged)
+        good = np.flatnonzero(~checked.bad)
+        result = self._predict(checked.take(good) if len(flagged) else checked, good, refused)
+        if rescued:
+            result = _merge(result, self._predict_rows(rescued_rows, np.array(rescued), refused))
+        result.refused.sort()
+        return result
 
-    def score(self, records: list[dict]) -> tuple[list[int], list[dict], list[tuple[int, str, str]]]:
-        """(positions scored, their answers, (position, column, reason) refused)."""
-        positions = list(range(len(records)))
-        refused: list[tuple[int, str, str]] = []
-        while positions:
+    def _verdicts(self, batch: pa.RecordBatch, flagged: np.ndarray) -> tuple[list, list[int], list[tuple]]:
+        """The API's parser on each flagged row: its reason, or its validated row if it accepts it."""
+        refused, rescued, rows = [], [], []
+        if not len(flagged):
+            return refused, rescued, rows
+        cells = batch.select(self.schema.names).take(pa.array(flagged)).to_pylist()
+        for position, record in zip(flagged.tolist(), cells):
+            body = self._encoder.encode({name: json_value(cell, self._rules[name]) for name, cell in record.items()})
             try:
-                rows, _ = self.parser.parse(self._encoder.encode([records[i] for i in positions]))
-                return positions, self.predictor.answers(rows), refused
+                parsed, _ = self.parser.parse(body)
             except RequestError as exc:
-                bad = _refusals(exc.errors, positions)
+                error = exc.errors[0]
+                loc = error.get("loc", [])
+                refused.append((position, str(loc[1]) if len(loc) > 1 else "", str(error.get("msg", "invalid"))))
+            else:
+                rescued.append(position)
+                rows.append(parsed[0])
+        return refused, rescued, rows
+
+    def _predict(self, checked: Checked, positions: np.ndarray, refused: list) -> Scored:
+        preprocessor = self.predictor.compiled_preprocessor
+        while len(positions):
+            try:
+                if preprocessor is not None:
+                    labels, proba = self.predictor.predict_matrix(matrix(preprocessor, checked))
+                else:
+                    labels, proba = self.predictor.predict_rows(python_rows(checked, self.schema))
+                return Scored(positions, labels, proba, refused)
             except OutOfRange as exc:
-                bad = {positions[r]: (feature or "", "too far out of range for the model to compute with") for r, feature in exc.problems}
-            if not bad:
-                raise ScoringError("the API's parser refused a chunk without naming a row")
-            refused += [(p, col, why) for p, (col, why) in sorted(bad.items())]
-            positions = [p for p in positions if p not in bad]
-        return [], [], refused
+                keep = self._drop(exc, positions, refused)
+            checked, positions = checked.take(keep), positions[keep]
+        return Scored(positions, np.array([]), None, refused)
+
+    def _predict_rows(self, rows: list[tuple], positions: np.ndarray, refused: list) -> Scored:
+        while len(positions):
+            try:
+                labels, proba = self.predictor.predict_rows(rows)
+                return Scored(positions, labels, proba, refused)
+            except OutOfRange as exc:
+                keep = self._drop(exc, positions, refused)
+            rows, positions = [rows[i] for i in keep], positions[keep]
+        return Scored(positions, np.array([]), None, refused)
+
+    @staticmethod
+    def _drop(exc: OutOfRange, positions: np.ndarray, refused: list) -> np.ndarray:
+        """Refuse the rows the model cannot compute with; the positions (into `positions`) of the others."""
+        first = {}
+        for row, feature in exc.problems:
+            first.setdefault(row, feature or "")
+        refused += [(int(positions[row]), feature, OUT_OF_RANGE) for row, feature in sorted(first.items())]
+        return np.setdiff1d(np.arange(len(positions)), list(first))
 
 
-def _refusals(errors: list[dict], positions: list[int]) -> dict[int, tuple[str, str]]:
-    bad: dict[int, tuple[str, str]] = {}
-    for error in errors:
-        loc = error.get("loc", [])
-        if len(loc) >= 2 and isinstance(loc[1], int) and loc[1] < len(positions):
-            column = str(loc[2]) if len(loc) > 2 else ""
-            bad.setdefault(positions[loc[1]], (column, str(error.get("msg", "invalid"))))
-    return bad
+def _merge(a: Scored, b: Scored) -> Scored:
+    if not len(b.positions):
+        return a
+    if not len(a.positions):
+        return b
+    order = np.argsort(np.concatenate([a.positions, b.positions]), kind="stable")
+    labels = np.concatenate([np.asarray(a.labels, dtype=object), np.asarray(b.labels, dtype=object)])[order]
+    proba = np.concatenate([a.proba, b.proba])[order] if a.proba is not None else None
+    return Scored(np.concatenate([a.positions, b.positions])[order], labels, proba, a.refused)
 
 
-def answers_frame(answers: list[dict], classes, keep: pd.DataFrame, model_name: str, version: int) -> pd.DataFrame:
-    frame = keep.reset_index(drop=True).copy()
-    frame["prediction"] = [a["prediction"] for a in answers]
-    if classes is not None and answers and "probabilities" in answers[0]:
-        for name in classes:
-            frame[f"probability_{name}"] = [a["probabilities"][name] for a in answers]
-    frame["model"] = model_name
-    frame["version"] = version
-    return frame
+def answers_table(batch: pa.RecordBatch, scored: Scored, keep: list[str], predictor: Predictor, model_name: str, version: int) -> pa.Table:
+    """The kept columns, the prediction, the probabilities, the model name and version: the API's answer, in columns."""
+    n = len(scored.positions)
+    index = pa.array(scored.positions, type=pa.int64())
+    columns = {name: batch.column(name).take(index) for name in keep}
+    if predictor.class_names is not None:
+        # str() of each distinct label, as the API answers a label; spread back by index.
+        distinct, where = np.unique(np.asarray(scored.labels, dtype=object).astype(str), return_inverse=True)
+        columns["prediction"] = pa.array(distinct.tolist(), pa.string()).take(pa.array(where.ravel()))
+    else:
+        columns["prediction"] = pa.array(np.asarray(scored.labels, dtype=np.float64))
+    if scored.proba is not None:
+        for j, name in enumerate(predictor.class_names):
+            # float64 as the API's JSON gives them (the MLP computes in float32).
+            columns[f"probability_{name}"] = pa.array(np.asarray(scored.proba[:, j], dtype=np.float64))
+    columns["model"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([model_name]))
+    columns["version"] = pa.array(np.full(n, version, dtype=np.int64))
+    return pa.table(columns)
 
 
 class OutputWriter:
-    """Appends answer chunks to a CSV or a Parquet file (one schema, from the first chunk)."""
+    """Appends answer tables to a CSV or a Parquet file (one schema, from the first table)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._parquet = None
-        self._started = False
+        self._writer = None
+        self._schema = None
 
-    def write(self, frame: pd.DataFrame) -> None:
-        if is_parquet(self.path):
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._schema = table.schema
+            if is_parquet(self.path):
+                import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.path, table.schema)
-            self._parquet.write_table(table.cast(self._parquet.schema))
-        else:
-            frame.to_csv(self.path, mode="a" if self._started else "w", header=not self._started, index=False)
-        self._started = True
+                self._writer = pq.ParquetWriter(self.path, table.schema)
+            else:
+                import pyarrow.csv as pacsv
+
+                self._writer = pacsv.CSVWriter(self.path, table.schema)
+        self._writer.write_table(table if table.schema.equals(self._schema) else table.cast(self._schema))
 
     def close(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-        elif not self._started:
+        if self._writer is not None:
+            self._writer.close()
+        else:
             self.path.write_text("")
+
+
+class ErrorsWriter:
+    """<output>.errors.csv: opened at the first refusal, written chunk by chunk (memory stays bounded)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.unlink(missing_ok=True)  # a previous run's refusals would read as this one's
+        self._file = self._csv = None
+
+    def write(self, first_row: int, refused: list[tuple[int, str, str]]) -> None:
+        if not refused:
+            return
+        if self._file is None:
+            self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(["row", "column", "reason"])
+        self._csv.writerows((first_row + p + 1, column, reason) for p, column, reason in refused)
+
+    @property
+    def used(self) -> bool:
+        return self._file is not None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def score_file(
@@ -207,46 +313,31 @@ def score_file(
     """Score `input_path` into `output_path` (and refused rows into errors_path_for(output_path))."""
     from tqdm.auto import tqdm
 
-    import csv
-    import time
-
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise ScoringError(f"{input_path}: no such file")
     started = time.perf_counter()
     keep = [c for c in keep if c]
     columns = list(dict.fromkeys([*schema.names, *keep]))
-    scorer = ChunkScorer(schema, predictor, chunk_rows)
+    scorer = ChunkScorer(schema, predictor)
     summary = Summary(classes=predictor.class_names)
-    errors_path = errors_path_for(output_path)
-    errors_path.unlink(missing_ok=True)  # a previous run's refusals would read as this one's
-    errors_file = errors = None  # opened at the first refusal, written chunk by chunk (memory stays bounded)
+    errors = ErrorsWriter(errors_path_for(output_path))
     writer = OutputWriter(output_path)
     bar = tqdm(total=row_counts(input_path), unit=" rows", unit_scale=True, desc="scoring", disable=not progress, mininterval=0.5)
     try:
-        text = [f.name for f in schema.features if f.kind == "categorical" and f.dtype in ("string", "boolean")] + keep
-        for chunk in read_chunks(input_path, columns, chunk_rows, text):
-            positions, answers, refused = scorer.score(scorer.records(chunk))
-            if refused and errors is None:
-                errors_file = open(errors_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
-                errors = csv.writer(errors_file)
-                errors.writerow(["row", "column", "reason"])
-                summary.errors_path = errors_path
-            if refused:
-                errors.writerows((summary.rows + p + 1, column, reason) for p, column, reason in refused)
-            if positions:
-                kept = chunk.iloc[positions][keep] if keep else pd.DataFrame(index=range(len(positions)))
-                writer.write(answers_frame(answers, predictor.class_names, kept, model_name, version))
-            summary.rows += len(chunk)
-            summary.scored += len(positions)
-            summary.refused += len(refused)
-            bar.update(len(chunk))
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ScoringError(f"{input_path}: cannot be read as {'Parquet' if is_parquet(input_path) else 'CSV'} ({str(exc).splitlines()[0][:200]})") from None
+        for batch in read_chunks(input_path, columns, chunk_rows):
+            scored = scorer.score(batch)
+            errors.write(summary.rows, scored.refused)
+            if len(scored.positions):
+                writer.write(answers_table(batch, scored, keep, predictor, model_name, version))
+            summary.rows += batch.num_rows
+            summary.scored += len(scored.positions)
+            summary.refused += len(scored.refused)
+            bar.update(batch.num_rows)
     finally:
         bar.close()
         writer.close()
-        if errors_file is not None:
-            errors_file.close()
+        errors.close()
+    summary.errors_path = errors.path if errors.used else None
     summary.seconds = time.perf_counter() - started
     return summary

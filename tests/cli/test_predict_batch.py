@@ -17,18 +17,24 @@ from conftest import EXAMPLE_CONFIG, INVOKE, REPO
 MODEL = "batch-scored"
 
 
+WARDS = ["07", "12", "3b"]  # text categories, two of which look like integers: "07" must stay "07"
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A logistic regression on the example plus a text and an integer category, in its own store."""
+    """A logistic regression on the example plus a text, an integer-looking text and an integer category."""
     root = tmp_path_factory.mktemp("batch")
     csv = mixed_dataset(root / "mixed.csv")
+    data = pd.read_csv(csv)
+    data.insert(2, "ward", np.random.default_rng(1).choice(WARDS, len(data)))
+    data.to_csv(csv, index=False)
     config = json.loads(json.dumps(EXAMPLE_CONFIG))
-    config["train"].update(data_path=str(csv), model="logistic_regression", framework="sklearn", categorical=["clinic", "grade"])
+    config["train"].update(data_path=str(csv), model="logistic_regression", framework="sklearn", categorical=["clinic", "grade", "ward"])
     config["mlflow"]["model_name"] = MODEL
     store = Store(root / "store")
     store.path.mkdir()
     version = train_version(store, config, root / "work")
-    frame = pd.read_csv(csv).drop(columns="diagnosis").head(40)
+    frame = pd.read_csv(csv, dtype={"ward": str}).head(40)  # the label column stays in: the scorer reads what it needs
     frame.insert(0, "patient", [f"p{i:03d}" for i in range(len(frame))])
     return store, version, root, frame
 
@@ -45,33 +51,47 @@ def run_predict(store, root, *args):
 @pytest.mark.slow  # a live uvicorn and invoke as a subprocess
 def test_a_csv_is_scored_as_the_live_api_answers_and_a_bad_row_is_reported(trained):
     store, version, root, frame = trained
-    bad = frame.copy()
-    bad["clinic"] = bad["clinic"].astype(object)
+    number = "mean_radius"
+    bad = frame.copy().astype({"clinic": object, "grade": object, number: object})
     bad.loc[7, "clinic"] = "atlantis"  # not a category the model knows: the API refuses it
     bad.loc[12, "grade"] = None  # missing: imputed, as the API does for a null
+    bad.loc[14, "clinic"] = None
+    bad.loc[15, number] = None
+    bad.loc[21, "grade"] = 2.5  # not a whole number
+    bad.loc[25, number] = "abc"  # not a number
+    bad.loc[30, number] = 1e300  # beyond the API's bound
+    refused_rows = {7: "clinic", 21: "grade", 25: number, 30: number}
     source = root / "incoming.csv"
     bad.to_csv(source, index=False)
+    assert ",07," in source.read_text()
     out = root / "scored.csv"
-    result = run_predict(store, root, "--input", str(source), "--output", str(out), "--keep", "patient")
+    # Chunks of 6 rows: some hold only integer-looking wards; they stay text.
+    result = run_predict(store, root, "--input", str(source), "--output", str(out), "--keep", "patient", "--chunk-rows", "6")
     assert result.returncode == 0, result.stderr
-    assert f"scored 39 of 40 rows with {MODEL} version {version}" in result.stdout and "1 refused" in result.stdout
+    assert f"scored 36 of 40 rows with {MODEL} version {version}" in result.stdout and "4 refused" in result.stdout
 
     scored = pd.read_csv(out)
-    assert list(scored["patient"]) == [p for i, p in enumerate(bad["patient"]) if i != 7]
+    assert list(scored["patient"]) == [p for i, p in enumerate(bad["patient"]) if i not in refused_rows]
     assert set(scored["version"]) == {version} and set(scored["model"]) == {MODEL}
     errors = pd.read_csv(root / "scored.errors.csv")
-    assert list(errors["row"]) == [8] and list(errors["column"]) == ["clinic"]  # 1 = the first data row
+    assert list(errors["row"]) == [i + 1 for i in refused_rows]  # 1 = the first data row
+    assert list(errors["column"]) == list(refused_rows.values())
 
     server = start_server(root, server_env(store.uri, write_config(root / "serve.json", MODEL), root / "cache"))
     try:
-        rows = json.loads(bad.drop(columns="patient").drop(index=7).to_json(orient="records"))
-        answer = httpx.post(f"{server.url}/predict", json=rows, headers={"TOKEN": TOKEN}, timeout=30)
-        refused = httpx.post(f"{server.url}/predict", json=json.loads(bad.drop(columns="patient").iloc[[7]].to_json(orient="records")),
-                             headers={"TOKEN": TOKEN}, timeout=30)  # fmt: skip
+        def post(frame):
+            rows = json.loads(frame.drop(columns=["patient", "diagnosis"]).to_json(orient="records"))
+            return httpx.post(f"{server.url}/predict", json=rows, headers={"TOKEN": TOKEN}, timeout=30)
+
+        answer = post(bad.drop(index=list(refused_rows)))
+        refusals = {i: post(bad.loc[[i]]) for i in refused_rows}
     finally:
         server.stop()
     assert answer.status_code == 200, answer.text
-    assert refused.status_code == 422 and "clinic" in refused.text
+    for i, response in refusals.items():
+        assert response.status_code == 422, (i, response.text)
+        reason = errors.loc[errors["row"] == i + 1, "reason"].item()
+        assert reason in [d["msg"] for d in response.json()["detail"]], (i, reason, response.text)  # the API's own words
     api = answer.json()["predictions"]
     assert list(scored["prediction"]) == [a["prediction"] for a in api]
     for name in ("malignant", "benign"):
