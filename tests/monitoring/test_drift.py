@@ -288,3 +288,27 @@ def test_since_takes_iso_times_and_spans():
     assert live_log.parse_since("2026-12-01T08:00:00Z", now) == datetime(2026, 12, 1, 8, tzinfo=UTC)
     with pytest.raises(Exception, match="--since 'yesterday'"):
         live_log.parse_since("yesterday", now)
+
+
+def test_a_regression_profile_bins_the_predicted_numbers_and_compares_them():
+    from tand.schema import Feature, FeatureSchema
+    from tand.training.evaluate import Predictions
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=500), "grade": rng.integers(1, 4, 500)})
+    X.loc[:49, "x"] = np.nan
+    schema = FeatureSchema((Feature("x", "numeric", "number"), Feature("grade", "categorical", "integer")), "regression", "y")
+    built = profile.build(X, schema, Predictions(None, rng.normal(10, 2, 200), None, None))
+    assert built["prediction"]["kind"] == "numeric" and len(built["prediction"]["edges"]) == 9
+    assert built["features"]["x"]["missing"] == pytest.approx(0.1) and built["features"]["grade"]["known"] == ["1", "2", "3"]
+    live = pd.DataFrame({
+        "time": pd.Timestamp.now(tz="UTC"),
+        "features": [{"x": None if i < 30 else float(v), "grade": float(g)} for i, (v, g) in enumerate(zip(rng.normal(size=300), rng.integers(1, 4, 300)))],
+        "prediction": rng.normal(14, 2, 300),
+    })  # fmt: skip
+    result = drift.compare(built, live, 1, 0.2)
+    assert result.drifted == ["(prediction)"]  # the answers moved; the inputs did not (grade 2.0 is "2")
+    x = next(s for s in result.features if s.name == "x")
+    assert x.missing_reference == pytest.approx(0.1) and x.missing_live == pytest.approx(0.1) and x.psi < 0.2
+    live["features"] = [{**f, "x": 0.0 if f["x"] is None else f["x"]} for f in live["features"]]
+    assert "x" in drift.compare(built, live, 1, 0.2).drifted  # no missing value any more: a shift too

@@ -75,18 +75,17 @@ def numeric_shift(name: str, reference: dict, values: pd.Series) -> Shift:
 
 
 def categorical_shift(name: str, reference: dict, values: pd.Series) -> Shift:
-    text = profiles.as_text(values)
-    present = text.dropna()
+    counts = profiles.text_counts(values)
+    present = int(counts.sum())
     kept = reference["categories"]
-    counts = present.value_counts()
     live_counts = [int(counts.get(c, 0)) for c in kept]
-    live_counts.append(len(present) - sum(live_counts))
-    total = len(text)
-    live = [*(np.asarray(live_counts, dtype=float) / total), 1 - len(present) / total]
+    live_counts.append(present - sum(live_counts))
+    total = len(values)
+    live = [*(np.asarray(live_counts, dtype=float) / total), 1 - present / total]
     missing = reference["missing"]
     ref = [*(np.asarray(reference["shares"]) * (1 - missing)), missing]
     known = reference.get("known")
-    unseen = None if known is None else float((~present.isin(set(known))).mean()) if len(present) else 0.0
+    unseen = None if known is None else float(counts[~counts.index.isin(known)].sum() / present) if present else 0.0
     return Shift(name, "categorical", psi(ref, live), missing, float(live[-1]), [*map(str, kept), profiles.OTHER, profiles.MISSING],
                  [float(v) for v in ref], [float(v) for v in live], unseen)  # fmt: skip
 

@@ -59,7 +59,7 @@ def _row(shift) -> str:
         f'<td class="num">{_percent(shift.missing_reference)}</td>',
         f'<td class="num">{_percent(shift.missing_live)}</td>',
         f'<td class="num">{_percent(shift.unseen)}</td>',
-        f"<td>{'drifted' if shift.drifted else 'stable'}</td>",
+        f"<td{' class=bad' if shift.drifted else ''}>{'drifted' if shift.drifted else 'stable'}</td>",
     ]
     return "<tr>" + "".join(cells) + "</tr>"
 

@@ -54,19 +54,28 @@ def numeric_counts(values: np.ndarray, edges) -> np.ndarray:
 
 
 def categorical_profile(values: pd.Series, top: int = TOP_CATEGORIES) -> dict:
-    text = as_text(values)
-    present = text.dropna()
-    counts = present.value_counts(sort=True)
+    counts = text_counts(values)
+    present = int(counts.sum())
     kept = list(counts.index[:top])
-    shares = _shares(np.append(counts.iloc[:top].to_numpy(), counts.iloc[top:].sum()), len(present))
+    shares = _shares(np.append(counts.iloc[:top].to_numpy(), counts.iloc[top:].sum()), present)
     known = sorted(counts.index) if len(counts) <= MAX_KNOWN else None
     return {
         "kind": "categorical",
         "categories": kept,
         "shares": shares,  # one per kept category, then the other (rarer) ones
-        "missing": float(1 - len(present) / len(text)) if len(text) else 0.0,
+        "missing": float(1 - present / len(values)) if len(values) else 0.0,
         "known": known,
     }
+
+
+def text_counts(values: pd.Series) -> pd.Series:
+    """Rows per distinct value as text (as_text), most frequent first; missing values not counted.
+    Counted before the conversion, so a million rows convert only their few distinct values."""
+    raw = values.value_counts(dropna=True)
+    if raw.empty:
+        return pd.Series(dtype=int)
+    counts = pd.Series(raw.to_numpy(), index=as_text(pd.Series(raw.index, dtype=object)).to_numpy()).groupby(level=0).sum()
+    return counts.sort_values(ascending=False, kind="stable")
 
 
 def _shares(counts, total: int) -> list[float]:
