@@ -1,6 +1,6 @@
 """Serving benchmark (not a test): this API against `mlflow models serve` and a bare FastAPI endpoint.
 
-    .venv/bin/python bench/serve_bench.py [--project DIR] [--duration 5] [--rounds 3]
+    .venv/bin/python bench/serve_bench.py [--project DIR] [--duration 5] [--rounds 3] [--log]
 
 On 127.0.0.1, with one registered model version, it starts:
   this API            uvicorn --factory app.main:create_app, one worker (the compiled NumPy path)
@@ -14,6 +14,10 @@ and drives each with wrk (POST from a Lua script) at 1 and 64 connections, inter
 then times a 1,000-row batch and cold starts (process launch to the first 200 on the predict path).
 Without --project it trains the default config (5 epochs: the network's size, not its accuracy,
 sets the speed) into a temporary project. Needs wrk (Debian: apt-get install wrk).
+
+With --log it measures only the prediction log's cost: this API with and without PREDICTION_LOG (a JSONL
+folder), interleaved at 64 connections (and 1), and prints the throughput ratio logged/unlogged with the
+entries written and dropped.
 """
 
 from __future__ import annotations
@@ -206,6 +210,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--cold", type=int, default=3, help="cold starts per server")
+    parser.add_argument("--log", action="store_true", help="only the prediction log's cost: this API with and without it")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -250,6 +255,10 @@ def main() -> None:
         "bare ASGI": Target("bare ASGI", [*uvicorn, *bench_dir, "bench_apps:bare_asgi"], "/predict", one, auth, env, project),
     }
     print(f"model {name} version {version}; {os.cpu_count()} CPUs; wrk -t1, {args.duration}s runs, {args.rounds} rounds", flush=True)
+    if args.log:
+        log_cost(targets["this API"], scratch, args)
+        print(f"\nmachine speed (a fixed 20M-iteration Python loop): {speed_before:.2f} s before the runs, {machine_speed():.2f} s after")
+        return
 
     cold = {"this API (first load, no snapshot)": cold_starts(targets["this API"], args.cold, fresh_cache=scratch)}
     cold["this API, pipeline through MLflow"] = cold_starts(targets["this API, DataFrame"], 1)
@@ -286,6 +295,56 @@ def main() -> None:
             target.stop()
     report(results, batch, cold)
     print(f"\nmachine speed (a fixed 20M-iteration Python loop): {speed_before:.2f} s before the runs, {machine_speed():.2f} s after")
+
+
+def log_cost(plain: Target, scratch: Path, args) -> None:
+    """This API with and without the prediction log (a JSONL folder), interleaved; ratio of throughputs."""
+    folder = scratch / "prediction-log"
+    logged = Target("this API, logged", plain.command, plain.path, plain.body, plain.headers,
+                    {**plain.env, "PREDICTION_LOG": str(folder)}, plain.cwd)
+    results: dict = {}
+    try:
+        for target in (plain, logged):
+            target.start()
+            wrk(target, 8, 1, scratch)  # warm-up
+            wait_idle(target)
+        for round_ in range(args.rounds):
+            for connections in (64, 1):
+                for target in ((plain, logged) if round_ % 2 == 0 else (logged, plain)):
+                    cpu = _tree_cpu_seconds(target.process.pid)
+                    result = wrk(target, connections, args.duration, scratch)
+                    # The server's CPU time per request: on a shared machine, steadier than requests per second.
+                    result["cpu_us"] = (_tree_cpu_seconds(target.process.pid) - cpu) * 1e6 / max(result["requests"], 1)
+                    results.setdefault((target.name, connections), []).append(result)
+                    wait_idle(target)
+            pair = [results[(t.name, 64)][-1]["rps"] for t in (logged, plain)]
+            print(f"round {round_ + 1}/{args.rounds} done: 64 connections, logged/unlogged {100 * pair[0] / pair[1]:.0f} %", flush=True)
+        _, _, scraped = get(logged.url.replace("/predict", "/metrics"), logged.headers)
+        dropped = sum(float(line.split()[-1]) for line in scraped.decode().splitlines() if line.startswith("tand_prediction_log_dropped_total"))
+    finally:
+        for target in (plain, logged):
+            target.stop()  # the logged one writes what is still waiting before it exits
+    written = sum(sum(1 for _ in path.open("rb")) for path in folder.glob("*.jsonl"))
+    sent = sum(r["requests"] for (name, _), runs in results.items() if name == logged.name for r in runs)
+    median = lambda name, connections, key: statistics.median(r[key] for r in results[(name, connections)])  # noqa: E731
+    print("\nsingle-row predict with and without the prediction log, wrk -t1 (median of rounds)")
+    print(f"{'server':<22}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'errors':>8}")
+    for (name, connections), runs in sorted(results.items(), key=lambda item: (-item[0][1], item[0][0])):
+        errors = sum(r["errors"] + r["non2xx"] for r in runs)
+        print(f"{name:<22}{connections:>6}{median(name, connections, 'rps'):>10.0f}{median(name, connections, 'p50_us') / 1000:>9.2f}"
+              f"{median(name, connections, 'p99_us') / 1000:>9.2f}{median(name, connections, 'cpu_us'):>12.1f}{errors:>8}")
+    for connections in (64, 1):
+        ratio = median(logged.name, connections, "rps") / median(plain.name, connections, "rps")
+        paired = statistics.median(a["rps"] / b["rps"] for a, b in zip(results[(logged.name, connections)], results[(plain.name, connections)]))
+        cpu = median(logged.name, connections, "cpu_us") / median(plain.name, connections, "cpu_us")
+        print(f"logged/unlogged at {connections} connection(s): throughput {100 * ratio:.1f} % (median of rounds' ratios "
+              f"{100 * paired:.1f} %), CPU per request {100 * cpu:.1f} %")
+    print(f"entries: {written} written, {dropped:.0f} dropped, of {sent} requests answered in the measured runs (plus warm-up)")
+
+
+def get(url: str, headers: dict, timeout: float = 30) -> tuple[int, dict, bytes]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as answer:
+        return answer.status, dict(answer.headers), answer.read()
 
 
 def report(results: dict, batch: dict, cold: dict) -> None:

@@ -74,7 +74,7 @@ def new_request_id() -> str:
 # thread's Python work is what it takes from the event loop's share of the interpreter.
 
 
-class Entry(msgspec.Struct):
+class Entry(msgspec.Struct, gc=False):  # no cycles: not tracked by the garbage collector
     request_id: str
     row: int
     time: str  # ISO 8601, UTC, ending in "Z"
@@ -99,7 +99,7 @@ class _Columns:
             names = schema.names
             keep = [i for i, n in enumerate(names) if n not in self._exclude]
             features = msgspec.defstruct(
-                "Features", [(f"f{i}", Any) for i in range(len(keep))], rename={f"f{i}": names[j] for i, j in enumerate(keep)}
+                "Features", [(f"f{i}", Any) for i in range(len(keep))], rename={f"f{i}": names[j] for i, j in enumerate(keep)}, gc=False
             )
             if len(self._by_schema) > 8:  # a few model versions at most are ever in flight
                 self._by_schema.clear()
@@ -127,6 +127,10 @@ def entries(pending: list[tuple], columns: _Columns, clock: _Clock) -> list[Entr
     for rid, answered, served, rows, answers, latency_ms in pending:
         features, keep = columns.of(served.schema)
         name, version, stamp = served.name, served.version, clock.iso(answered)
+        if len(rows) == 1 and keep is None:  # the common case, without the loop's set-up
+            answer = answers[0]
+            append(Entry(rid, 0, stamp, name, version, features(*rows[0]), answer["prediction"], answer.get("probabilities"), latency_ms))
+            continue
         for i, (row, answer) in enumerate(zip(rows, answers)):
             values = features(*row) if keep is None else features(*[row[j] for j in keep])
             append(Entry(rid, i, stamp, name, version, values, answer["prediction"], answer.get("probabilities"), latency_ms))
