@@ -49,7 +49,9 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('PORT', '8000'), timeout=4)"]
 # exec: uvicorn becomes PID 1 and gets `docker stop`'s SIGTERM. --http: uvicorn's httptools protocol with the
 # header-size and slow-client limits (MAX_HEADER_BYTES, HEADER_TIMEOUT, BODY_TIMEOUT), as `invoke serve` runs it.
-CMD ["sh", "-c", "exec uvicorn --factory app.main:create_app --http app.http_limits:LimitedHttpToolsProtocol --host \"$HOST\" --port \"$PORT\" --workers \"$WEB_CONCURRENCY\""]
+# With several workers (WEB_CONCURRENCY, as Elastic Beanstalk sets it) they share a fresh PROMETHEUS_MULTIPROC_DIR,
+# so GET /metrics sums every worker's counts (app/metrics.py) instead of answering with one worker's.
+CMD ["sh", "-c", "if [ \"${WEB_CONCURRENCY:-1}\" -gt 1 ] && [ -z \"${PROMETHEUS_MULTIPROC_DIR:-}\" ]; then PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) && export PROMETHEUS_MULTIPROC_DIR; fi; exec uvicorn --factory app.main:create_app --http app.http_limits:LimitedHttpToolsProtocol --host \"$HOST\" --port \"$PORT\" --workers \"$WEB_CONCURRENCY\""]
 # .dockerignore lets in only: config.json, app/, src/, requirements-serve.txt, deploy/docker/warm_start.py
 # and build/model-store/ (the baked store, moved to /app below and owned by root: the API reads the registry,
 # it never writes it).

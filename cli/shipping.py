@@ -75,9 +75,10 @@ def docker_build(c, tag=None, network=None):
         "network": "Docker network, e.g. host (then HOST and PORT are set to --host and --port) or none.",
         "detach": "Run in the background and print the container id (stop it with docker stop ID).",
         "name": "Container name.",
+        "workers": "Uvicorn worker processes in the container (WEB_CONCURRENCY, default 1); /metrics sums them.",
     }
 )
-def docker_run(c, tag=None, port=8000, host="127.0.0.1", network=None, detach=False, name=None):
+def docker_run(c, tag=None, port=8000, host="127.0.0.1", network=None, detach=False, name=None, workers=None):
     """Run the API's image with env_files/docker_app.env (token, tracking URI, alias); your environment wins."""
     from tand.shipping import docker as container
 
@@ -108,8 +109,10 @@ def docker_run(c, tag=None, port=8000, host="127.0.0.1", network=None, detach=Fa
     with known_errors():
         container.require_engine()
         tag = tag or container.image_tag(_served_model(project)[0])
+    if workers is not None and int(workers) < 1:
+        raise Exit("error: --workers must be 1 or more", code=1)
     command = container.run_command(tag, port, network, container.DOCKER_APP_ENV, detach=detach, name=name, host=host,
-                                    pass_env=passed)
+                                    pass_env=passed, workers=workers)
     if passed:
         print(f"from your environment (wins over {container.DOCKER_APP_ENV}): {', '.join(passed)}", flush=True)
     if not detach and network != "none":

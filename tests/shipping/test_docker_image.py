@@ -161,19 +161,34 @@ def test_container_is_healthy_non_root_and_serves_the_registry_model(image, trai
     assert docker("exec", name, "python", "-c", probe).stdout.strip() == "[]"
 
 
-def test_the_baked_model_answers_with_no_network(image, trained_model):
-    name, _ = image.run_detached("--network", "none")  # nothing exported: the token from env_files/docker_app.env
+def test_the_baked_model_answers_with_no_network_and_two_workers_count_as_one(image, trained_model):
+    """No network and two uvicorn workers (as Elastic Beanstalk runs it): the image gives the workers a shared
+    PROMETHEUS_MULTIPROC_DIR, so every scrape of /metrics counts every worker's requests."""
+    name, _ = image.run_detached("--network", "none", "--workers", "2")  # the token from env_files/docker_app.env
     _wait_healthy(name)
     query = (
         "import json, sys, urllib.request\n"
-        "request = urllib.request.Request('http://127.0.0.1:8000/predict', data=sys.stdin.buffer.read(), method='POST',\n"
-        f"    headers={{'TOKEN': {DOCKER_TOKEN!r}, 'Content-Type': 'application/json'}})\n"
-        "print(urllib.request.urlopen(request, timeout=60).read().decode())\n"
+        f"headers = {{'TOKEN': {DOCKER_TOKEN!r}, 'Content-Type': 'application/json'}}\n"
+        "body = sys.stdin.buffer.read()\n"
+        "answers = [json.loads(urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8000/predict', data=body,\n"
+        "    method='POST', headers=headers), timeout=60).read()) for _ in range(8)]\n"
+        "scrapes = [urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8000/metrics', headers=headers),\n"
+        "    timeout=60).read().decode() for _ in range(6)]\n"
+        "print(json.dumps({'answers': answers, 'scrapes': scrapes}))\n"
     )
     result = subprocess.run(["docker", "exec", "-i", name, "python", "-c", query], input=json.dumps(trained_model.request),
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["model_version"] == trained_model.version
+    out = json.loads(result.stdout)
+    assert {answer["model_version"] for answer in out["answers"]} == {trained_model.version}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for scrape in out["scrapes"]:  # whichever worker answers the scrape, it counts all 8
+        samples = [s for family in text_string_to_metric_families(scrape) for s in family.samples
+                   if s.name == "tand_http_requests_total" and s.labels.get("route") == "/predict"]
+        assert sum(s.value for s in samples if s.labels.get("status") == "200") == 8, scrape[:2000]
+    workers = docker("exec", name, "sh", "-c", "ls $(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^PROMETHEUS_MULTIPROC_DIR=//p')").stdout
+    assert workers.strip(), "the workers wrote no metrics files to PROMETHEUS_MULTIPROC_DIR"
 
 
 def _step_cached(output: str, instruction: str) -> bool:

@@ -65,15 +65,19 @@ def run_command(
     name: str | None = None,
     host: str = "127.0.0.1",
     pass_env: tuple[str, ...] | list[str] = (),
+    workers: int | None = None,
 ) -> str:
     """`docker run` for the API, reachable on `host` only: with --network host the container listens on
     `host`:`port` itself (HOST, PORT); otherwise its port is published on `host`:`port`.
 
     `pass_env` names variables docker takes from the environment it runs in (`--env NAME`, no value on the
-    command line): given after --env-file, they win over the file's values."""
+    command line): given after --env-file, they win over the file's values. `workers`: WEB_CONCURRENCY (the
+    image's CMD then gives the workers a shared PROMETHEUS_MULTIPROC_DIR, so /metrics sums them)."""
     parts = ["docker", "run", "--rm", "--env-file", quote(env_file)]
     for key in pass_env:
         parts += ["--env", quote(key)]
+    if workers is not None:
+        parts += ["--env", quote(f"WEB_CONCURRENCY={int(workers)}")]
     if detach:
         parts.append("--detach")
     if name:
