@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 from pathlib import Path
 
 from invoke import task
@@ -111,19 +112,61 @@ def store_schema(c):
     print(f"wrote {SCHEMA_FILE}")
 
 
+# Test modules that mostly wait (a Docker build on the engine's storage, pip installing a clean venv): the full
+# run gives them a pytest process of their own beside the rest, so the waiting overlaps the CPU-bound tests
+# (the whole suite, one process: about 22 minutes here; these two modules alone: about 7 of them).
+SIDE_MODULES = ("tests/shipping/test_docker_image.py", "tests/tracking/test_pyfunc_anywhere.py")
+
+
+def _side_run(args: list[str], log_path: Path):
+    """The side modules in a second pytest process, its output to `log_path` (printed when both are done)."""
+    import subprocess
+
+    base = Path(REPO_ROOT)
+    command = [*args, *(str(base / module) for module in SIDE_MODULES), "-p", "no:cacheprovider"]
+    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed by the caller, after the process ends)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log
+
+
 @task(
     help={
         "quick": "Skip the slow end-to-end cases (live servers, Docker, PostgreSQL).",
         "k": "Only tests whose name matches this pytest -k expression.",
         "path": "Test file or folder (default: tests/).",
+        "serial": "One pytest process for everything (by default the full run gives the Docker and clean-venv "
+        "modules a second process beside the rest; their output follows the main run's).",
     }
 )
-def test(c, quick=False, k=None, path="tests"):
+def test(c, quick=False, k=None, path="tests", serial=False):
     """Run the test suite (what CI runs); --quick for the inner loop."""
+    import tempfile
+
     load_env()
-    args = [python(), "-m", "pytest", quote(str(Path(REPO_ROOT) / path) if not Path(path).is_absolute() else path)]
+    args = [sys.executable, "-m", "pytest"]
+    target = str(Path(REPO_ROOT) / path) if not Path(path).is_absolute() else path
     if quick:
-        args += ["-m", quote("not slow")]
+        args += ["-m", "not slow"]
     if k:
-        args += ["-k", quote(k)]
-    c.run(" ".join(args), pty=False)
+        args += ["-k", k]
+    side = None
+    if not (serial or quick or k) and Path(target).resolve() == (Path(REPO_ROOT) / "tests").resolve():
+        log_path = Path(tempfile.mkdtemp(prefix="tand-side-tests-")) / "pytest.log"
+        side, log = _side_run(args, log_path)
+        print(f"test: {', '.join(SIDE_MODULES)} run beside the rest (pid {side.pid}); their report follows", flush=True)
+        args += [f"--ignore={Path(REPO_ROOT) / module}" for module in SIDE_MODULES]
+    try:
+        main = c.run(" ".join(quote(a) for a in [*args, target]), pty=False, warn=side is not None)
+    except BaseException:
+        if side is not None and side.poll() is None:
+            side.terminate()  # interrupted: stop what this task started
+            side.wait()
+        raise
+    if side is None:
+        return
+    side.wait()
+    log.close()
+    print(f"\n===== {' + '.join(SIDE_MODULES)} (second pytest process) =====", flush=True)
+    print(log_path.read_text(encoding="utf-8"), flush=True)
+    failed = [name for name, code in (("main", main.exited), ("side", side.returncode)) if code != 0]
+    if failed:
+        raise Exit(f"error: tests failed in the {' and '.join(failed)} run (see above)", code=1)
