@@ -12,7 +12,7 @@ import html
 import io
 
 from tand.monitoring.card_render import STYLE
-from tand.training.canvas import LABEL, TICK, TITLE, new_figure
+from tand.training.canvas import LABEL, TICK
 
 REFERENCE, LIVE, DRIFTED = "#9fb3c8", "#2f80ed", "#d64545"
 EXTRA_STYLE = """
@@ -22,27 +22,32 @@ td.bad, .bad b { color:#d64545; font-weight:600; }
 
 
 def bins_png(shift, threshold: float) -> bytes:
-    """Horizontal bars: reference and live share per bin, the first bin on top."""
-    import numpy as np
+    """Reference and live share per bin as horizontal bars, the first bin on top. Drawn on one Canvas
+    (plain artists, no tick machinery): a report of many features renders in a fraction of the time."""
+    from matplotlib.patches import Patch
 
-    n = len(shift.bins)
-    height = 0.95 + 0.3 * n  # inches: 0.55 below the bars for the axis, 0.4 above for the title
-    fig = new_figure(6.4, height)
-    ax = fig.add_axes((0.3, 0.55 / height, 0.66, (height - 0.95) / height))
-    y = np.arange(n)[::-1]
-    ax.barh(y + 0.2, shift.reference, height=0.4, color=REFERENCE, label="reference (training)")
-    ax.barh(y - 0.2, shift.live, height=0.4, color=DRIFTED if shift.drifted else LIVE, label="live (logged requests)")
-    ax.set_yticks(y, [label if len(label) <= 28 else label[:27] + "…" for label in shift.bins], fontsize=TICK)
-    ax.tick_params(axis="x", labelsize=TICK)
-    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
-    ax.set_xlabel("share of rows", fontsize=LABEL)
+    from tand.training.canvas import Canvas, fit, nice_ticks
+
+    live_color = DRIFTED if shift.drifted else LIVE
+    handles = [Patch(color=REFERENCE, label="reference (training)"), Patch(color=live_color, label="live (logged requests)")]
     verdict = "drifted" if shift.drifted else "stable"
-    ax.set_title(f"{shift.name}: PSI {shift.psi:.3f} ({verdict}; threshold {threshold:g})", fontsize=TITLE, loc="left")
-    ax.legend(fontsize=TICK, loc="best", frameon=False)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    row, n = 0.3, len(shift.bins)
+    canvas = Canvas(6.4, 0.55 + row * n, f"{shift.name}: PSI {shift.psi:.3f} ({verdict}; threshold {threshold:g})", handles)
+    x0, x1, y0 = 1.9, 6.1, 0.45
+    high = float(nice_ticks(0, max(0.05, *shift.reference, *shift.live), 4)[-1])
+    if high < max(*shift.reference, *shift.live):
+        high = max(*shift.reference, *shift.live)
+    scale = (x1 - x0) / high
+    for i, (label, ref, live) in enumerate(zip(shift.bins, shift.reference, shift.live)):
+        y = y0 + row * (n - 1 - i)
+        canvas.text(x0 - 0.08, y + row / 2, fit(label, TICK, x0 - 0.2), ha="right", va="center")
+        canvas.rect(REFERENCE, x0, y + row / 2, ref * scale, 0.11)
+        canvas.rect(live_color, x0, y + row / 2 - 0.11, live * scale, 0.11)
+    canvas.line([(x0, y0), (x0, y0 + row * n)])
+    canvas.x_axis(x0, x1, y0, 0.0, high, label=lambda v: f"{v:.0%}", n=5)
+    canvas.text((x0 + x1) / 2, 0.08, "share of rows", size=LABEL, ha="center", va="bottom")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    canvas.finish().savefig(buffer, format="png")
     return buffer.getvalue()
 
 

@@ -99,21 +99,37 @@ def _read_folder(folder: Path) -> pd.DataFrame:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")
-    complete = lines if text.endswith("\n") else lines[:-1]  # the last line may still be being written
-    entries = []
-    for number, line in enumerate(complete, 1):
+    import msgspec
+
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # the last line may still be being written: only complete lines count
+    complete, rest = data[:end], data[end:]
+    try:
+        entries = msgspec.json.Decoder().decode_lines(complete)  # ~8x json.loads per line
+    except msgspec.DecodeError:
+        entries = _lines_one_by_one(path, complete.split(b"\n"))
+    if rest.strip():  # a cut last line is skipped; a whole one without its newline is read
+        try:
+            entries.append(msgspec.json.decode(rest))
+        except msgspec.DecodeError:
+            pass
+    return pd.DataFrame.from_records(entries, columns=list(COLUMNS)) if entries else _empty()
+
+
+def _lines_one_by_one(path: Path, lines: list[bytes]) -> list:
+    import msgspec
+
+    entries, last = [], max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(complete):  # a writer killed mid-line leaves one cut line at the end
+            entries.append(msgspec.json.decode(line))
+        except msgspec.DecodeError:
+            if number == last:  # a writer killed mid-line, then restarted on a new file
                 continue
-            raise DataError(f"prediction log {path}, line {number}: not a JSON entry; remove that line") from None
-        entries.append(entry)
-    return pd.DataFrame.from_records(entries, columns=list(COLUMNS)) if entries else _empty()
+            raise DataError(f"prediction log {path}, line {number + 1}: not a JSON entry; remove that line") from None
+    return entries
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
