@@ -34,7 +34,6 @@ def predict(c, input, output, version=None, alias=None, keep=None, chunk_rows=20
     if chunk_rows < 1:
         raise Exit("error: --chunk-rows must be at least 1", code=1)
     from app.predict.scoring import score_file
-    from app.store.loading import load_from_registry
     from tand.config import DEFAULT_TRACKING_URI, load_config
     from tand.tracking.lookup import lookup_alias
 
@@ -46,11 +45,9 @@ def predict(c, input, output, version=None, alias=None, keep=None, chunk_rows=20
         alias = (alias or os.environ.get("MODEL_ALIAS") or cfg.mlflow.alias).strip()
         if version is None:
             version = lookup_alias(uri, name, alias).version
-        loaded = load_from_registry(uri, name, version)
+        schema, predictor = load_version(uri, name, version)
         columns = [k.strip() for k in (keep or "").split(",") if k.strip()]
-        summary = score_file(
-            Path(input), Path(output), loaded.schema, loaded.predictor, name, version, columns, chunk_rows, progress=not quiet
-        )
+        summary = score_file(Path(input), Path(output), schema, predictor, name, version, columns, chunk_rows, progress=not quiet)
     seconds = time.perf_counter() - started
     rate = summary.rows / summary.seconds if summary.seconds > 0 else 0.0
     refused = f", {summary.refused} refused (their row numbers and reasons: {summary.errors_path})" if summary.refused else ""
@@ -60,3 +57,27 @@ def predict(c, input, output, version=None, alias=None, keep=None, chunk_rows=20
     )
     if summary.scored == 0:
         raise Exit(f"error: no row of {input} could be scored" + (f"; see {summary.errors_path}" if summary.errors_path else ""), code=1)
+
+
+def load_version(uri: str, name: str, version: int):
+    """(schema, predictor) as the API loads the version (app.store.serving.ModelStore.load): the compiled file
+    logged with it when there is one (no MLflow or scikit-learn import), else the pipeline through MLflow.
+    One BLAS thread, as in each API worker: the comparison with the API is per core."""
+    from threadpoolctl import threadpool_limits
+
+    from app.predict.predictor import Predictor
+    from app.store.loading import load_from_registry
+    from app.store.snapshots import Snapshot
+    from tand.tracking.compiled_files import read_compiled
+    from tand.tracking.lookup import AliasTarget
+
+    logged = read_compiled(uri, name, AliasTarget(version, ""))
+    if logged is not None:
+        snapshot = Snapshot.from_loaded(*logged)
+        predictor = Predictor(snapshot.schema, preprocessor=snapshot.preprocessor, estimator=snapshot.mlp)
+        schema = snapshot.schema
+    else:
+        loaded = load_from_registry(uri, name, version)
+        schema, predictor = loaded.schema, loaded.predictor
+    threadpool_limits(limits=1, user_api="blas")
+    return schema, predictor

@@ -37,36 +37,35 @@ class Checked:
 
     values: dict[str, pa.Array]
     bad: np.ndarray  # bool per row
+    numbers: dict[str, np.ndarray]  # number and integer features as float64, NaN where missing
 
     def take(self, keep: np.ndarray) -> Checked:
         """The rows at positions `keep`."""
         index = pa.array(keep, type=pa.int64())
-        return Checked({name: array.take(index) for name, array in self.values.items()}, self.bad[keep])
+        values = {name: array.take(index) for name, array in self.values.items()}
+        return Checked(values, self.bad[keep], {name: array[keep] for name, array in self.numbers.items()})
 
 
 def check_columns(columns: dict[str, pa.Array], schema: FeatureSchema) -> Checked:
     """Every feature's column (`columns` holds one per feature name) judged by its rule."""
     n = len(next(iter(columns.values()))) if columns else 0
     bad = np.zeros(n, dtype=bool)
-    values = {}
+    values, numbers = {}, {}
     for feature in schema.features:
         array = columns[feature.name]
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
-        values[feature.name], wrong = _check(array, rule_of(feature))
-        bad |= wrong
-    return Checked(values, bad)
-
-
-def _check(array: pa.Array, rule: Rule) -> tuple[pa.Array, np.ndarray]:
-    missing = _mask(array.is_null())
-    if rule.value == "text":
-        typed, wrong = _text(array, rule)
-    elif rule.value == "boolean":
-        typed, wrong = _boolean(array)
-    else:
-        typed, wrong, missing = _number(array, rule, missing)
-    return typed, (wrong & ~missing) | (missing if not rule.nullable else False)
+        rule = rule_of(feature)
+        missing = _mask(array.is_null())
+        if rule.value == "text":
+            values[feature.name], wrong = _text(array, rule)
+        elif rule.value == "boolean":
+            values[feature.name], wrong = _boolean(array)
+        else:
+            numbers[feature.name], wrong, missing = _number(array, rule, missing)
+            values[feature.name] = _typed(numbers[feature.name], missing | wrong, rule)
+        bad |= (wrong & ~missing) | (missing if not rule.nullable else False)
+    return Checked(values, bad, numbers)
 
 
 def _mask(array) -> np.ndarray:
@@ -97,7 +96,7 @@ def _boolean(array: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return typed, _mask(pc.fill_null(pc.invert(pc.or_(true, false)), False))
 
 
-def _number(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def _number(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(float64 values, wrong, missing): a Parquet float NaN is missing (pandas' reading of it)."""
     wrong = np.zeros(len(array), dtype=bool)
     if _is_text(array):
@@ -114,7 +113,7 @@ def _number(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[pa.Array,
         if pa.types.is_floating(array.type):
             missing = missing | np.isnan(values)
     else:  # booleans, dates...: the API takes no JSON true or string for a number
-        return pa.nulls(len(array), pa.float64()), ~missing, missing
+        return np.full(len(array), np.nan), ~missing, missing
     values = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         fits = np.isfinite(values)
@@ -125,9 +124,13 @@ def _number(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[pa.Array,
         if rule.allowed is not None:
             fits &= np.isin(values, np.array([float(v) for v in rule.allowed], dtype=np.float64))
     wrong |= ~fits & ~missing
-    typed = pa.array(values, mask=missing | wrong, type=pa.float64())
+    return values, wrong, missing
+
+
+def _typed(values: np.ndarray, absent: np.ndarray, rule: Rule) -> pa.Array:
+    typed = pa.array(values, mask=absent, type=pa.float64())
     # Whole numbers as ints, as the parser gives them (a one-hot lookup and a fitted pipeline see the same).
-    return (pc.cast(typed, pa.int64(), safe=False) if rule.value == "integer" else typed), wrong, missing
+    return pc.cast(typed, pa.int64(), safe=False) if rule.value == "integer" else typed
 
 
 def python_rows(checked: Checked, schema: FeatureSchema) -> list[tuple]:
@@ -148,7 +151,8 @@ def matrix(preprocessor: CompiledPreprocessor, checked: Checked) -> np.ndarray:
         if isinstance(block, NumericBlock):
             stacked = np.empty((n, block.width), dtype=np.float64)
             for j, name in enumerate(block.columns):
-                stacked[:, j] = _floats(checked.values[name])
+                number = checked.numbers.get(name)
+                stacked[:, j] = number if number is not None else _floats(checked.values[name])
             parts.append(block.transform(stacked, None))  # the compiled transform itself, on the matrix
         else:
             parts.append(_one_hot(block, checked, n))

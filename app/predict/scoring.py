@@ -60,17 +60,29 @@ def errors_path_for(output: Path) -> Path:
     return output.with_name(f"{output.stem}.errors.csv")
 
 
-def read_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def read_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
     """The input's chunks of at most `chunk_rows` rows, only `columns`. CSV: every cell as text, a missing
     marker (tand.config.MISSING_MARKERS) as null."""
     kind = "Parquet" if is_parquet(path) else "CSV"
     try:
-        batches = _parquet_batches(path, columns, chunk_rows) if kind == "Parquet" else _csv_batches(path, columns, chunk_rows)
-        for batch in batches:
-            for start in range(0, batch.num_rows, chunk_rows):
-                yield batch.slice(start, chunk_rows)
+        yield from _rechunked(_parquet_batches(path, columns, chunk_rows) if kind == "Parquet" else _csv_batches(path, columns), chunk_rows)
     except (OSError, pa.ArrowException, ValueError, csv.Error) as exc:
         raise ScoringError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _rechunked(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.Table]:
+    """Tables of exactly `chunk_rows` rows (the last one: what is left), from batches of any size."""
+    pending, count = [], 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, chunk_rows)
+            rest = table.slice(chunk_rows)
+            pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending)
 
 
 def _parquet_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
@@ -81,7 +93,7 @@ def _parquet_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterato
     yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
 
 
-def _csv_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _csv_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pacsv
 
     from tand.training.reading import sniff_separator
@@ -92,9 +104,9 @@ def _csv_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa
     separator = sniff_separator(first)
     header = next(csv.reader([first], delimiter=separator), [])
     _check_columns(path, [c for c in columns if c not in header])
-    # Blocks of about chunk_rows rows (pyarrow reads by bytes), one thread: the core stays the scorer's.
-    row_bytes = len(sample.encode()) / max(sample.count("\n"), 1)
-    block = int(min(max(row_bytes * chunk_rows * 1.1, 1 << 16), 1 << 26))
+    # pyarrow reads ahead a few dozen blocks whatever the file's size: small blocks keep that bounded
+    # (1 MB: about 40 MB held), large enough for the longest row; one thread: the core stays the scorer's.
+    block = max(1 << 20, 8 * max(map(len, sample.splitlines()), default=0))
     reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(use_threads=False, block_size=block),
@@ -157,7 +169,7 @@ class ChunkScorer:
         self._rules = {f.name: rule_of(f) for f in schema.features}
         self._encoder = msgspec.json.Encoder()
 
-    def score(self, batch: pa.RecordBatch) -> Scored:
+    def score(self, batch: pa.Table) -> Scored:
         checked = check_columns({name: batch.column(name) for name in self.schema.names}, self.schema)
         flagged = np.flatnonzero(checked.bad)
         refused, rescued, rescued_rows = self._verdicts(batch, flagged)
@@ -168,7 +180,7 @@ class ChunkScorer:
         result.refused.sort()
         return result
 
-    def _verdicts(self, batch: pa.RecordBatch, flagged: np.ndarray) -> tuple[list, list[int], list[tuple]]:
+    def _verdicts(self, batch: pa.Table, flagged: np.ndarray) -> tuple[list, list[int], list[tuple]]:
         """The API's parser on each flagged row: its reason, or its validated row if it accepts it."""
         refused, rescued, rows = [], [], []
         if not len(flagged):
@@ -232,15 +244,13 @@ def _merge(a: Scored, b: Scored) -> Scored:
     return Scored(np.concatenate([a.positions, b.positions])[order], labels, proba, a.refused)
 
 
-def answers_table(batch: pa.RecordBatch, scored: Scored, keep: list[str], predictor: Predictor, model_name: str, version: int) -> pa.Table:
+def answers_table(batch: pa.Table, scored: Scored, keep: list[str], predictor: Predictor, model_name: str, version: int) -> pa.Table:
     """The kept columns, the prediction, the probabilities, the model name and version: the API's answer, in columns."""
     n = len(scored.positions)
     index = pa.array(scored.positions, type=pa.int64())
     columns = {name: batch.column(name).take(index) for name in keep}
     if predictor.class_names is not None:
-        # str() of each distinct label, as the API answers a label; spread back by index.
-        distinct, where = np.unique(np.asarray(scored.labels, dtype=object).astype(str), return_inverse=True)
-        columns["prediction"] = pa.array(distinct.tolist(), pa.string()).take(pa.array(where.ravel()))
+        columns["prediction"] = _label_texts(np.asarray(scored.labels))
     else:
         columns["prediction"] = pa.array(np.asarray(scored.labels, dtype=np.float64))
     if scored.proba is not None:
@@ -250,6 +260,17 @@ def answers_table(batch: pa.RecordBatch, scored: Scored, keep: list[str], predic
     columns["model"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([model_name]))
     columns["version"] = pa.array(np.full(n, version, dtype=np.int64))
     return pa.table(columns)
+
+
+def _label_texts(labels: np.ndarray) -> pa.Array:
+    """str() of each label, as the API answers one (str(label) of labels.tolist()), computed once per distinct label."""
+    if labels.dtype.kind in "biuf":
+        encoded = pa.array(labels).dictionary_encode()
+        distinct, codes = encoded.dictionary.to_pylist(), encoded.indices
+    else:  # text labels: pyarrow would import pandas to convert them
+        distinct, codes = np.unique(labels, return_inverse=True)
+        distinct, codes = distinct.tolist(), pa.array(codes.ravel())
+    return pa.array([str(label) for label in distinct], pa.string()).take(codes)
 
 
 class OutputWriter:

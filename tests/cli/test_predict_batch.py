@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from app_support import TOKEN, Store, mixed_dataset, server_env, start_server, train_version, write_config
-from conftest import EXAMPLE_CONFIG, INVOKE, REPO
+from conftest import EXAMPLE_CONFIG, INVOKE, REPO, example_csv
 
 MODEL = "batch-scored"
 
@@ -39,8 +39,8 @@ def trained(tmp_path_factory):
     return store, version, root, frame
 
 
-def run_predict(store, root, *args):
-    config = write_config(root / "config.json", MODEL)
+def run_predict(store, root, *args, model=MODEL):
+    config = write_config(root / "config.json", model)
     env = server_env(store.uri, config, root / "cache")
     return subprocess.run(
         [*INVOKE, "predict", "--config", str(config), "--quiet", *args], cwd=root, env=env, capture_output=True, text=True,
@@ -126,3 +126,40 @@ def test_nothing_scorable_or_a_missing_column_is_one_line_and_exit_1(trained):
     frame.drop(columns="grade").to_csv(root / "short.csv", index=False)
     result = run_predict(store, root, "--input", str(root / "short.csv"), "--output", str(root / "x.csv"))
     assert result.returncode == 1 and "no column 'grade'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_mlp(tmp_path_factory):
+    """The template's default model (the MLP, compiled to NumPy: the API and the scorer load its compiled file)."""
+    root = tmp_path_factory.mktemp("batch-mlp")
+    config = json.loads(json.dumps(EXAMPLE_CONFIG))
+    config["train"].update(data_path=str(example_csv()), epochs=2, hidden_dim=16)
+    config["mlflow"]["model_name"] = "batch-mlp"
+    store = Store(root / "store")
+    store.path.mkdir()
+    return store, train_version(store, config, root / "work"), root
+
+
+@pytest.mark.slow  # a live uvicorn and invoke as a subprocess
+def test_the_mlp_scores_bit_for_bit_as_the_live_api_answers(trained_mlp):
+    store, version, root = trained_mlp
+    frame = pd.read_csv(example_csv()).head(50)  # the label column stays in the file
+    frame.loc[[3, 9], "mean_radius"] = np.nan
+    frame.loc[9, "mean_texture"] = np.nan
+    frame.to_csv(root / "incoming.csv", index=False)
+    result = run_predict(store, root, "--input", str(root / "incoming.csv"), "--output", str(root / "scored.csv"), model="batch-mlp")
+    assert result.returncode == 0, result.stderr
+    scored = pd.read_csv(root / "scored.csv", float_precision="round_trip")
+
+    server = start_server(root, server_env(store.uri, write_config(root / "serve.json", "batch-mlp"), root / "cache"))
+    try:
+        records = frame.drop(columns="diagnosis").to_dict(orient="records")
+        rows = [{k: None if np.isnan(v) else float(v) for k, v in record.items()} for record in records]  # repr: exact
+        answer = httpx.post(f"{server.url}/predict", json=rows, headers={"TOKEN": TOKEN}, timeout=30)
+    finally:
+        server.stop()
+    assert answer.status_code == 200, answer.text
+    api = answer.json()["predictions"]
+    assert list(scored["prediction"]) == [a["prediction"] for a in api]
+    for name in ("malignant", "benign"):
+        assert list(scored[f"probability_{name}"]) == [a["probabilities"][name] for a in api]  # exactly
