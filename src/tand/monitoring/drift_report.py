@@ -34,9 +34,9 @@ def bins_png(shift, threshold: float) -> bytes:
     row, n = 0.3, len(shift.bins)
     canvas = Canvas(6.4, 0.55 + row * n, f"{shift.name}: PSI {shift.psi:.3f} ({verdict}; threshold {threshold:g})", handles)
     x0, x1, y0 = 1.9, 6.1, 0.45
-    high = float(nice_ticks(0, max(0.05, *shift.reference, *shift.live), 4)[-1])
-    if high < max(*shift.reference, *shift.live):
-        high = max(*shift.reference, *shift.live)
+    tallest = max(0.05, *shift.reference, *shift.live)
+    ticks = nice_ticks(0, tallest, 4)
+    high = float(ticks[-1] if ticks[-1] >= tallest else ticks[-1] + (ticks[1] - ticks[0]))  # the next round share
     scale = (x1 - x0) / high
     for i, (label, ref, live) in enumerate(zip(shift.bins, shift.reference, shift.live)):
         y = y0 + row * (n - 1 - i)
