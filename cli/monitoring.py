@@ -89,6 +89,8 @@ def drift(c, log=None, since=None, version=None, config="config.json"):
         notes += [f"unseen values {shift.unseen:.1%}"] if shift.unseen else []
         mark = "  DRIFTED" if shift.drifted else ""
         print(f"  {shift.name:<28} PSI {shift.psi:7.3f}{mark}{'   ' + ', '.join(notes) if notes else ''}")
+    if result.not_logged:
+        print(f"  not in the log (app.prediction_log.exclude), not compared: {', '.join(result.not_logged)}")
     print(f"report: {checked.artifact_path}/report.html in run {target.run_id}")
     if result.drifted:
         raise Exit(f"drifted (PSI > {result.threshold:g}): {', '.join(result.drifted)}", code=2)

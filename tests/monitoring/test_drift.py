@@ -4,6 +4,7 @@ its prediction log (JSONL), and against log files written in the log's format (J
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -312,3 +313,35 @@ def test_a_regression_profile_bins_the_predicted_numbers_and_compares_them():
     assert x.missing_reference == pytest.approx(0.1) and x.missing_live == pytest.approx(0.1) and x.psi < 0.2
     live["features"] = [{**f, "x": 0.0 if f["x"] is None else f["x"]} for f in live["features"]]
     assert "x" in drift.compare(built, live, 1, 0.2).drifted  # no missing value any more: a shift too
+
+
+def test_an_excluded_feature_is_not_compared_and_a_bad_line_mid_file_is_named(tracked, tmp_path):
+    store, root, frame, version = tracked
+    items = entries(frame, shift=False, seed=8, version=version)
+    for e in items:
+        del e["features"][UNCHANGED]  # app.prediction_log.exclude leaves the key out
+    result = drift.compare(profile_of(store, version, tmp_path), live_log.read(_written(tmp_path / "ex", items)), version, 0.2)
+    assert result.not_logged == [UNCHANGED] and UNCHANGED not in [s.name for s in result.features] and result.drifted == []
+    folder = tmp_path / "bad"
+    write_jsonl(folder, items[:20])
+    path = next(folder.glob("*.jsonl"))
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines[:5], "{not json\n", *lines[5:]]))
+    with pytest.raises(Exception, match=rf"prediction log {re.escape(str(path))}, line 6: not a JSON entry; remove that line"):
+        live_log.read(str(folder))
+
+
+def _written(folder: Path, items: list[dict]) -> str:
+    write_jsonl(folder, items)
+    return str(folder)
+
+
+def test_without_the_alias_the_version_is_the_one_the_entries_name(tracked):
+    from tand.errors import ConfigError
+    from tand.monitoring.live_checks import resolve_version
+
+    store, root, frame, version = tracked
+    one = pd.DataFrame({"model_version": [version] * 3})
+    assert resolve_version(MODEL, "no-such-alias", None, one).version == version
+    with pytest.raises(ConfigError, match=r"has no alias 'no-such-alias' and the log holds versions 1, 2; pass --version N"):
+        resolve_version(MODEL, "no-such-alias", None, pd.DataFrame({"model_version": [1, 2]}))

@@ -4,7 +4,8 @@ Per feature, the population stability index over the profile's bins, PSI = Σ (l
 with a missing bin of its own and shares floored at EPSILON so an empty bin counts as a large shift, not
 an infinite one; the same for the predictions. Above `threshold` (monitor.psi_threshold, 0.2 by default,
 the usual line for a significant shift) a feature counts as drifted. Categorical features also get the
-share of values training never saw. `compare` returns plain data: the task prints it, the report
+share of values training never saw. A feature no entry holds (left out of the log by
+`app.prediction_log.exclude`) is not compared, rather than counted as all missing. `compare` returns plain data: the task prints it, the report
 (tand.monitoring.drift_report) draws it, and both are logged to the version's run.
 """
 
@@ -45,6 +46,7 @@ class DriftResult:
     features: list[Shift]
     prediction: Shift
     drifted: list[str] = field(default_factory=list)  # names of drifted features ("(prediction)" for the answers)
+    not_logged: list[str] = field(default_factory=list)  # in no entry (app.prediction_log.exclude): not compared
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,7 +98,11 @@ def _shift(name: str, reference: dict, values: pd.Series) -> Shift:
 
 def compare(profile: dict, entries: pd.DataFrame, version: int, threshold: float) -> DriftResult:
     """Each profiled feature and the predictions of `entries` (tand.monitoring.live_log.read) against `profile`."""
-    names = list(profile["features"])
+    logged = set()
+    for features in entries["features"]:
+        if isinstance(features, dict) and not logged.issuperset(features):
+            logged.update(features)
+    names = [name for name in profile["features"] if name in logged]
     live = feature_frame(entries, names)
     shifts = [_shift(name, profile["features"][name], live[name]) for name in names]
     answers = entries["prediction"]
@@ -109,4 +115,5 @@ def compare(profile: dict, entries: pd.DataFrame, version: int, threshold: float
     drifted = [s.name for s in shifts if s.drifted] + ([prediction.name] if prediction.drifted else [])
     times = entries["time"]
     stamp = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
-    return DriftResult(version, len(entries), threshold, stamp(times.min()), stamp(times.max()), shifts, prediction, drifted)
+    not_logged = [name for name in profile["features"] if name not in logged]
+    return DriftResult(version, len(entries), threshold, stamp(times.min()), stamp(times.max()), shifts, prediction, drifted, not_logged)

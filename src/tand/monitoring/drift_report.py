@@ -96,6 +96,8 @@ def to_html(result, model_name: str, run_id: str, written: str) -> str:
         "Population stability index per feature over the training quantile bins (numeric) or the most frequent "
         "training values (categorical), with a bin for missing values; the predictions likewise against the test split's."
     )
+    if result.not_logged:
+        how += f" Not in the log (app.prediction_log.exclude), so not compared: {', '.join(result.not_logged)}."
     plots = "".join(_figure(s, result.threshold) for s in shifts)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -103,7 +105,7 @@ def to_html(result, model_name: str, run_id: str, written: str) -> str:
         f"<style>{STYLE}{EXTRA_STYLE}</style></head><body>"
         f"<header><h1>{html.escape(title)}</h1><p>MLflow run <code>{html.escape(run_id)}</code> · written {html.escape(written)}</p>"
         f'<p class="verdict">{html.escape(verdict)}</p><div class="summary">{boxes}</div></header>'
-        f'<main><section><h2>Features</h2><p>{how}</p>{table}</section>'
+        f'<main><section><h2>Features</h2><p>{html.escape(how)}</p>{table}</section>'
         f'<section><h2>Reference and live, per bin</h2><div class="plots">{plots}</div></section></main>'
         f"<footer>Written by invoke drift (tand.monitoring.drift_report).</footer></body></html>\n"
     )
