@@ -87,3 +87,13 @@ def test_invoke_evaluate_live_prints_the_counts_and_errors_are_one_line(tracked,
     none = invoke(root, store, "evaluate-live", "--outcomes", str(outcomes_file(tmp_path / "none.csv", items, actual, 0, 5)),
                   "--log", str(tmp_path / "log"))  # fmt: skip
     assert none.returncode == 1 and none.stderr.startswith("error: none of the 5 outcomes matches a logged request")
+
+
+def test_regression_outcomes_get_the_regression_metrics():
+    from tand.schema import Feature, FeatureSchema
+
+    cfg = parse_config({"train": {"labels_column": "price", "task": "regression", "model": "ridge"}})
+    schema = FeatureSchema((Feature("x", "numeric", "number"),), "regression", "price")
+    joined = pd.DataFrame({"price": ["10", "20", "30"], "prediction": [11.0, 19.0, 33.0], "probabilities": [None] * 3})
+    got = live_checks._live_metrics(joined, "price", schema, cfg.train)
+    assert got["mae"] == pytest.approx(5 / 3) and got["rmse"] == pytest.approx((11 / 3) ** 0.5) and "r2" in got
