@@ -97,3 +97,36 @@ def test_regression_outcomes_get_the_regression_metrics():
     joined = pd.DataFrame({"price": ["10", "20", "30"], "prediction": [11.0, 19.0, 33.0], "probabilities": [None] * 3})
     got = live_checks._live_metrics(joined, "price", schema, cfg.train)
     assert got["mae"] == pytest.approx(5 / 3) and got["rmse"] == pytest.approx((11 / 3) ** 0.5) and "r2" in got
+
+
+@pytest.mark.slow  # a live uvicorn and invoke as a subprocess
+def test_outcomes_of_requests_answered_by_the_live_server(tracked, tmp_path):  # noqa: F811
+    import httpx
+
+    from app_support import auth, server_env, start_server, wait_until
+    from test_drift import logged_lines, traffic
+
+    store, root, frame, version = tracked
+    folder = tmp_path / "log"
+    server = start_server(tmp_path, server_env(store.uri, root / "config.json", tmp_path / "cache", PREDICTION_LOG=str(folder)))
+    rows, actual = traffic(frame, shift=False, seed=SEED), frame["diagnosis"].sample(ROWS, random_state=SEED, replace=True).to_numpy()
+    outcomes, answers = [], []
+    try:
+        for start in range(0, ROWS, 25):
+            answer = httpx.post(f"{server.url}/predict", json=rows[start : start + 25], headers=auth(), timeout=30)
+            assert answer.status_code == 200, answer.text
+            rid = answer.headers["x-request-id"]
+            answers += answer.json()["predictions"]
+            outcomes += [{"request_id": rid, "row": i, "diagnosis": int(a)} for i, a in enumerate(actual[start : start + 25])]
+        wait_until(lambda: logged_lines(folder) == ROWS, 30, f"{ROWS} logged rows")
+    finally:
+        server.stop()
+    pd.DataFrame(outcomes[:280]).to_csv(tmp_path / "outcomes.csv", index=False)
+    done = invoke(root, store, "evaluate-live", "--outcomes", str(tmp_path / "outcomes.csv"), PREDICTION_LOG=str(folder))
+    assert done.returncode == 0, done.stderr
+    assert f"version {version}: 280 outcomes matched, 0 unmatched;" in done.stdout
+    names = ["malignant", "benign"]
+    truth = [names[a] for a in actual[:280]]
+    accuracy = sum(a["prediction"] == t for a, t in zip(answers, truth)) / 280
+    metrics = store.client().get_run(store.client().get_model_version(MODEL, str(version)).run_id).data.metrics
+    assert metrics["live_accuracy"] == pytest.approx(accuracy) and metrics["live_rows"] == 280
