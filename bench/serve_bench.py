@@ -325,6 +325,8 @@ def log_cost(plain: Target, scratch: Path, args) -> None:
         for target in (plain, logged):
             target.stop()  # the logged one writes what is still waiting before it exits
     written = sum(sum(1 for _ in path.open("rb")) for path in folder.glob("*.jsonl"))
+    said = [line for line in logged.process.stderr.read().decode(errors="replace").splitlines() if "writer thread used" in line]
+    writer_cpu = float(said[-1].split("used ")[1].split(" s")[0]) if said else None
     sent = sum(r["requests"] for (name, _), runs in results.items() if name == logged.name for r in runs)
     median = lambda name, connections, key: statistics.median(r[key] for r in results[(name, connections)])  # noqa: E731
     print("\nsingle-row predict with and without the prediction log, wrk -t1 (median of rounds)")
@@ -340,6 +342,10 @@ def log_cost(plain: Target, scratch: Path, args) -> None:
         print(f"logged/unlogged at {connections} connection(s): throughput {100 * ratio:.1f} % (median of rounds' ratios "
               f"{100 * paired:.1f} %), CPU per request {100 * cpu:.1f} %")
     print(f"entries: {written} written, {dropped:.0f} dropped, of {sent} requests answered in the measured runs (plus warm-up)")
+    if writer_cpu is not None and written:
+        per_entry = writer_cpu * 1e6 / written
+        print(f"writer thread: {writer_cpu:.2f} s of CPU, {per_entry:.1f} µs an entry = {100 * per_entry / median(plain.name, 64, 'cpu_us'):.1f} % "
+              f"of the unlogged server's CPU per request at 64 connections")
 
 
 def get(url: str, headers: dict, timeout: float = 30) -> tuple[int, dict, bytes]:

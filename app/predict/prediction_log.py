@@ -321,6 +321,10 @@ class PredictionLog:
         self._limit = settings.queue_rows
         self._added = 0  # rows appended: written by the event loop only
         self._taken = 0  # rows written or dropped by the writer: written by its thread only (no lock needed)
+        self._refused = 0  # rows dropped at the queue (event loop) ...
+        self._lost = 0  # ... and by the writer (its thread), counted apart for the same reason
+        self._written = 0
+        self._writer_cpu = 0.0  # seconds of CPU the writer thread used: what it takes from the requests
         sample = settings.sample
         self._threshold = None if sample >= 1 else int(sample * 2**32)  # crc32 of the request id below it: logged
         self._columns = _Columns(frozenset(settings.exclude))
@@ -337,6 +341,7 @@ class PredictionLog:
             return
         n = len(rows)
         if self._added - self._taken + n > self._limit:
+            self._refused += n
             self._metrics.count_log_drops(n)
             return
         self._added += n
@@ -359,6 +364,10 @@ class PredictionLog:
         if self._thread.is_alive():
             log.error("prediction log: %s did not take the last entries within %.0f s; %d are lost", self._describe(), timeout, self.waiting)
         self._thread = None
+        log.info(
+            "prediction log: %d entries written, %d dropped; the writer thread used %.3f s of CPU",
+            self._written, self._refused + self._lost, self._writer_cpu,
+        )  # fmt: skip
 
     # The writer thread's side.
     def _run(self) -> None:
@@ -375,6 +384,15 @@ class PredictionLog:
                 log.error("prediction log: %s", exc)
 
     def _drain(self) -> None:
+        if not self._queue:
+            return
+        started = time.thread_time()
+        try:
+            self._drain_queue()
+        finally:
+            self._writer_cpu += time.thread_time() - started
+
+    def _drain_queue(self) -> None:
         queue = self._queue
         while queue:
             pending, rows = [], 0
@@ -386,10 +404,12 @@ class PredictionLog:
                 if self._sink is None and not self._reopen():
                     raise SinkError("not open")
                 self._sink.write(entries(pending, self._columns, self._clock))
+                self._written += rows
                 if self._failing:
                     log.info("prediction log: writing to %s again", self._sink.describe())
                     self._failing = False
             except SinkError as exc:
+                self._lost += rows
                 self._metrics.count_log_drops(rows)
                 self._fail(exc)
             finally:

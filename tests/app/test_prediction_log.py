@@ -176,7 +176,10 @@ def pg_schema():
 
 
 def table_rows(schema: str) -> list[tuple]:
+    """The logged rows; none while the writer (its own thread) has not created the table yet."""
     with pg_admin("test") as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"{schema}.prediction_log",)).fetchone()[0] is None:
+            return []
         return conn.execute(
             f"SELECT request_id, row, model_version, prediction, probabilities, features, time, latency_ms FROM {schema}.prediction_log"
             " ORDER BY time, row"
