@@ -87,8 +87,8 @@ def drift(c, log=None, since=None, version=None, config="config.json"):
     for shift in [*result.features, result.prediction]:
         notes = [f"missing {shift.missing_reference:.1%} -> {shift.missing_live:.1%}"] if shift.missing_reference or shift.missing_live else []
         notes += [f"unseen values {shift.unseen:.1%}"] if shift.unseen else []
-        mark = "  DRIFTED" if shift.drifted else ""
-        print(f"  {shift.name:<28} PSI {shift.psi:7.3f}{mark}{'   ' + ', '.join(notes) if notes else ''}")
+        mark = "DRIFTED" if shift.drifted else ""
+        print(f"  {shift.name:<28} PSI {shift.psi:7.3f}  {mark:<7}  {', '.join(notes)}".rstrip())
     if result.not_logged:
         print(f"  not in the log (app.prediction_log.exclude), not compared: {', '.join(result.not_logged)}")
     print(f"report: {checked.artifact_path}/report.html in run {target.run_id}")
