@@ -57,12 +57,14 @@ def check_columns(columns: dict[str, pa.Array], schema: FeatureSchema) -> Checke
             array = array.combine_chunks()
         rule = rule_of(feature)
         missing = _mask(array.is_null())
+        if pa.types.is_floating(array.type):  # a Parquet NaN is missing, as pandas reads it
+            missing |= _mask(pc.fill_null(pc.is_nan(array), False))
         if rule.value == "text":
-            values[feature.name], wrong = _text(array, rule)
+            values[feature.name], wrong = _text(array, rule, missing)
         elif rule.value == "boolean":
-            values[feature.name], wrong = _boolean(array)
+            values[feature.name], wrong = _boolean(array, missing)
         else:
-            numbers[feature.name], wrong, missing = _number(array, rule, missing)
+            numbers[feature.name], wrong = _number(array, rule, missing)
             values[feature.name] = _typed(numbers[feature.name], missing | wrong, rule)
         bad |= (wrong & ~missing) | (missing if not rule.nullable else False)
     return Checked(values, bad, numbers)
@@ -76,9 +78,9 @@ def _is_text(array: pa.Array) -> bool:
     return pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
 
 
-def _text(array: pa.Array, rule: Rule) -> tuple[pa.Array, np.ndarray]:
+def _text(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     if not _is_text(array):  # a typed Parquet column: the API takes only a JSON string
-        return pa.nulls(len(array), pa.string()), ~_mask(array.is_null())
+        return pa.nulls(len(array), pa.string()), ~missing
     array = array.cast(pa.string())
     if rule.allowed is None:
         return array, np.zeros(len(array), dtype=bool)
@@ -86,18 +88,18 @@ def _text(array: pa.Array, rule: Rule) -> tuple[pa.Array, np.ndarray]:
     return array, ~_mask(pc.fill_null(known, True))
 
 
-def _boolean(array: pa.Array) -> tuple[pa.Array, np.ndarray]:
+def _boolean(array: pa.Array, missing: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     if pa.types.is_boolean(array.type):
         return array, np.zeros(len(array), dtype=bool)
     if not _is_text(array):
-        return pa.nulls(len(array), pa.bool_()), ~_mask(array.is_null())
+        return pa.nulls(len(array), pa.bool_()), ~missing
     true, false = pc.is_in(array, value_set=pa.array(TRUE_TEXT)), pc.is_in(array, value_set=pa.array(FALSE_TEXT))
     typed = pc.if_else(true, True, pc.if_else(false, False, pa.scalar(None, pa.bool_())))
     return typed, _mask(pc.fill_null(pc.invert(pc.or_(true, false)), False))
 
 
-def _number(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(float64 values, wrong, missing): a Parquet float NaN is missing (pandas' reading of it)."""
+def _number(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, NaN where missing; the cells that break the rule)."""
     wrong = np.zeros(len(array), dtype=bool)
     if _is_text(array):
         try:
@@ -110,10 +112,8 @@ def _number(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[np.ndarra
         values = numbers.to_numpy(zero_copy_only=False)  # null → NaN
     elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_decimal(array.type):
         values = pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-        if pa.types.is_floating(array.type):
-            missing = missing | np.isnan(values)
     else:  # booleans, dates...: the API takes no JSON true or string for a number
-        return np.full(len(array), np.nan), ~missing, missing
+        return np.full(len(array), np.nan), ~missing
     values = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         fits = np.isfinite(values)
@@ -124,7 +124,7 @@ def _number(array: pa.Array, rule: Rule, missing: np.ndarray) -> tuple[np.ndarra
         if rule.allowed is not None:
             fits &= np.isin(values, np.array([float(v) for v in rule.allowed], dtype=np.float64))
     wrong |= ~fits & ~missing
-    return values, wrong, missing
+    return values, wrong
 
 
 def _typed(values: np.ndarray, absent: np.ndarray, rule: Rule) -> pa.Array:

@@ -135,7 +135,11 @@ def row_counts(path: Path) -> int | None:
 def json_value(cell, rule: Rule):
     """A cell as the JSON value a client would send for its feature (for the parser's verdict on a flagged row)."""
     if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-        return None
+        return None  # a Parquet NaN: missing, as pandas reads it
+    if isinstance(cell, float) and not math.isfinite(cell):
+        # JSON has no infinity (msgspec would write null). A number feature: the text, which the parser
+        # refuses; a text feature: any number gets the parser's reason (a string is wanted).
+        return 0.0 if rule.value == "text" else repr(cell)
     if not isinstance(cell, str):
         return cell if isinstance(cell, (bool, int, float)) else str(cell)
     if rule.value == "text":
