@@ -11,6 +11,7 @@ FeatureSchema.rows turns dicts into them).
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class Predictor:
     def _class_layout(self, model) -> tuple[tuple[str, ...] | None, list[int] | None]:
         if not self._classifier:
             return None, None
-        fitted = [str(c) for c in (model.classes if isinstance(model, NumpyMLP) else model.classes_)]
+        fitted = fitted_classes(model)
         configured = list(self.schema.classes or ())
         if sorted(configured) != sorted(fitted):
             return tuple(fitted), None
@@ -93,20 +94,41 @@ class Predictor:
         return tuple(configured), (None if order == list(range(len(order))) else order)
 
     def _predict(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
-        if self._transform is not None:
-            X, model = self._transform(rows), self._estimator
-        else:
-            import pandas as pd
+        return self._run(*self.model_input(rows), len(rows))
 
-            X = pd.DataFrame(rows, columns=self.schema.names)
-            # A missing value arrives as None; the pipeline was fitted on NaN for numbers (as read from the CSV).
-            numeric = self.schema.numeric
-            if numeric:
-                X[numeric] = X[numeric].astype(np.float64)
-            model = self._pipeline
-            if hasattr(model, "steps"):  # a Pipeline: run its transformers, check, then the estimator
-                X, model = model[:-1].transform(X), model[-1]
-        return self._run(X, model, len(rows))
+    def model_input(self, rows: list[tuple]) -> tuple[object, object]:
+        """(the estimator's input matrix for `rows`, the estimator): what the prediction and its explanation
+        (app/predict/explain.py) are computed from."""
+        if self._transform is not None:
+            return self._transform(rows), self._estimator
+        import pandas as pd
+
+        X = pd.DataFrame(rows, columns=self.schema.names)
+        # A missing value arrives as None; the pipeline was fitted on NaN for numbers (as read from the CSV).
+        numeric = self.schema.numeric
+        if numeric:
+            X[numeric] = X[numeric].astype(np.float64)
+        model = self._pipeline
+        if hasattr(model, "steps"):  # a Pipeline: run its transformers, check, then the estimator
+            return model[:-1].transform(X), model[-1]
+        return X, model
+
+    @property
+    def model_parts(self) -> tuple[object, object | None]:
+        """(the estimator model_input feeds, its preprocessor: compiled, fitted, or None for a bare estimator)."""
+        if self._preprocessor is not None:
+            return self._estimator, self._preprocessor
+        if hasattr(self._pipeline, "steps"):
+            return self._pipeline[-1], self._pipeline[0]
+        return self._pipeline, None
+
+    @cached_property
+    def explainer(self):
+        """app/predict/explain.py's Explainer for this model: what depends only on the model, built on the
+        first explain=true request and kept while this predictor serves (a reload builds a new predictor)."""
+        from app.predict.explain import Explainer
+
+        return Explainer(self)
 
     def _run(self, X, model, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._check and isinstance(X, np.ndarray):
@@ -124,35 +146,25 @@ class Predictor:
                 raise OutOfRange([(int(i), None) for i in bad])
         return labels, proba
 
-    def model_input(self, rows: list[tuple]) -> tuple[object, object, object]:
-        """(the estimator's input matrix, the estimator, the preprocessor: compiled or fitted) for `rows`,
-        as _predict computes them: what app/predict/explain.py attributes to."""
-        if self._transform is not None:
-            return self._transform(rows), self._estimator, self._preprocessor
-        import pandas as pd
-
-        X = pd.DataFrame(rows, columns=self.schema.names)
-        if self.schema.numeric:
-            X[self.schema.numeric] = X[self.schema.numeric].astype(np.float64)
-        model = self._pipeline
-        if not hasattr(model, "steps"):
-            return X, model, None
-        return model[:-1].transform(X), model[-1], model[0]
-
     def _check_inputs(self, X: np.ndarray) -> None:
         # NaN passes: tree models that handle missing values themselves get them unimputed.
         too_large = np.abs(X) > self._limit
         if not too_large.any():
             return
         rows, columns = np.nonzero(too_large)
-        names = self._column_features()
+        names = self.column_features(numeric_only=True)
         raise OutOfRange([(int(r), names[c] if c < len(names) else None) for r, c in zip(rows, columns)])
 
-    def _column_features(self) -> list[str | None]:
-        """The feature behind each column of the model's input matrix (compiled path only)."""
+    def column_features(self, numeric_only: bool = False) -> list[str | None]:
+        """The feature behind each column of the compiled preprocessor's output (a one-hot's columns: its
+        feature, or None with numeric_only); [] on the DataFrame path."""
         names: list[str | None] = []
         for block in self._preprocessor.blocks if self._preprocessor is not None else ():
-            names += list(block.columns) if isinstance(block, NumericBlock) else [None] * block.width
+            if isinstance(block, NumericBlock):
+                names += list(block.columns)
+            else:
+                for column, values in zip(block.columns, block.categories):
+                    names += [None if numeric_only else column] * len(values)
         return names
 
     def _decide(self, labels: np.ndarray, proba: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -180,9 +192,10 @@ class Predictor:
         """(labels, probabilities or None) for validated rows: answers() without a dict per row."""
         return self._decide(*self._predict(rows))
 
-    def answers(self, rows: list[tuple]) -> list[dict]:
-        """One {"prediction", "probabilities"} object per row (regression: the number only)."""
-        labels, proba = self._decide(*self._predict(rows))
+    def answers(self, rows: list[tuple], inputs: tuple[object, object] | None = None) -> list[dict]:
+        """One {"prediction", "probabilities"} object per row (regression: the number only); `inputs`: what
+        model_input(rows) gave, when the caller has it already (an explained request)."""
+        labels, proba = self._decide(*(self._predict(rows) if inputs is None else self._run(*inputs, len(rows))))
         labels = labels.tolist()
         if not self._classifier:
             return [{"prediction": float(value)} for value in labels]
@@ -191,3 +204,8 @@ class Predictor:
             return [{"prediction": label} for label in labels]
         names = self.class_names
         return [{"prediction": label, "probabilities": dict(zip(names, p))} for label, p in zip(labels, proba.tolist())]
+
+
+def fitted_classes(model) -> list[str]:
+    """The class labels in the order of the model's outputs (its probability columns, its scores)."""
+    return [str(c) for c in (model.classes if isinstance(model, NumpyMLP) else model.classes_)]

@@ -1,7 +1,9 @@
-"""POST /predict?explain=true through a live uvicorn: for the MLP (binary), LightGBM (multiclass), a
-logistic regression (binary) and a random forest (regression), base + sum(contributions) == output on a
-few hundred rows, the output is the model's own raw score, a constant column (which no model can use)
-gets exactly zero, and a one-hot feature is one entry. A model with no explanation answers 422."""
+"""POST /predict?explain=true through a live uvicorn: for the MLP (binary), LightGBM (multiclass), XGBoost
+(binary), CatBoost (regression), a logistic regression (binary) and a random forest (regression),
+base + sum(contributions) == output on a few hundred rows, the output is the model's own raw score, a
+constant column (which no model can use) gets exactly zero, and a one-hot feature is one entry. A model
+with no explanation answers 422. In process: the explainer is built once per predictor, and explaining
+from the prediction's own input matrix gives the same answers."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ FEATURES = ["dose", "weight", "ward", "shift", "constant"]
 CASES = {
     "mlp": ("binary", {"framework": "pytorch", "epochs": 2, "patience": 0}),
     "lightgbm": ("multiclass", {"model": "lightgbm", "model_args": {"n_estimators": 20}}),
+    "xgboost": ("binary", {"model": "xgboost", "model_args": {"n_estimators": 20}}),
+    "catboost": ("regression", {"model": "catboost", "model_args": {"n_estimators": 20}}),
     "logistic_regression": ("binary", {"model": "logistic_regression"}),
     "random_forest": ("regression", {"model": "random_forest", "model_args": {"n_estimators": 5, "max_depth": 4}}),
     "knn": ("binary", {"model": "knn"}),
@@ -69,7 +73,7 @@ def objects(explanation: dict) -> list[dict]:
 
 
 @pytest.mark.slow  # a live uvicorn, five trained models
-@pytest.mark.parametrize("name", ["mlp", "lightgbm", "logistic_regression", "random_forest"])
+@pytest.mark.parametrize("name", ["mlp", "lightgbm", "xgboost", "catboost", "logistic_regression", "random_forest"])
 def test_explanations_are_complete_and_ignore_what_the_model_cannot_use(served, name):
     url = serve(served, name)
     kind = CASES[name][0]
@@ -116,8 +120,23 @@ def test_a_model_without_explanations_answers_422(served):
 def test_each_run_logs_its_global_explanation(served):
     store, _, _ = served
     tables = sorted(store.path.rglob("plots/global_explanation.csv"))
-    assert len(tables) == 4 and len(list(store.path.rglob("plots/global_explanation.png"))) == 4  # not for k-NN
+    assert len(tables) == 6 and len(list(store.path.rglob("plots/global_explanation.png"))) == 6  # not for k-NN
     for table in tables:
         lines = table.read_text().splitlines()
         assert lines[0] == "feature,mean_abs_contribution" and {line.split(",")[0] for line in lines[1:]} == set(FEATURES)
         assert float(dict(line.split(",") for line in lines[1:])["constant"]) == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mlp", "lightgbm", "random_forest"])
+def test_the_explainer_is_built_once_and_explains_the_predictions_own_input(served, name):
+    from app.predict.explain import explained, explained_answers
+    from app.store.loading import load_from_registry
+
+    store, _, _ = served
+    predictor = load_from_registry(store.uri, f"explained-{name}", 1).predictor
+    rows = predictor.schema.rows(frame(CASES[name][0]).drop(columns="outcome").head(40).to_dict("records"))
+    assert "explainer" not in vars(predictor)  # nothing is built until an explanation is asked for
+    once = explained(predictor, rows, predictor.answers(rows))
+    assert predictor.explainer is predictor.explainer
+    assert explained_answers(predictor, rows) == once

@@ -1,13 +1,18 @@
 """Additive per-column contributions of a fitted estimator's raw output, on its input matrix.
 
-`attribute(model, X)` returns (base, contributions) with base[k] + contributions[:, :, k].sum(1) equal to
-output k of each row (the raw score: a logit, a class score, a probability for a forest, the prediction):
+`attributor(model)` returns a function of the input matrix X giving (base (n, k), contributions (n, columns, k))
+with base[:, k] + contributions[:, :, k].sum(1) equal to output k of each row (the raw score: a logit, a class
+score, a probability for a forest, the prediction); what depends only on the model (weights in float64, the
+reference's activations, each tree's edge values, the library's handle) is computed once, when it is built.
+`attribute(model, X)` is the one-off call. Per method:
 - LightGBM / XGBoost / CatBoost: the libraries' own exact TreeSHAP (pred_contrib, pred_contribs, ShapValues);
-- linear models: coef × (x − reference), exact (reference: the scaled training mean, 0 for numbers);
+- linear models: coef × (x − reference), exact (reference: the zero input, which is the training mean of
+  standardised numbers and "no category" for a one-hot: the base is the intercept);
 - scikit-learn decision trees and forests: Saabas path attribution (each split's change of the node value
   goes to its feature), exactly additive, in the trees' own output units (class probability);
 - the NumPy MLP: DeepLIFT-rescale against the reference input, exact summation to f(x) − f(reference).
-Returns None for a model none of these covers. NumPy only, except the boosting libraries' own calls.
+Returns None for a model none of these covers. NumPy only, except the boosting libraries' own calls, which run
+on one thread: a single row gains nothing from more, and OpenMP threads beside busy processes cost milliseconds.
 """
 
 from __future__ import annotations
@@ -33,48 +38,73 @@ def method(model) -> str | None:
     return None
 
 
-def attribute(model, X: np.ndarray):
-    """(base (k,), contributions (n, columns, k)) in the model's raw output units; None: unsupported."""
+def attributor(model):
+    """X → (base (n, k), contributions (n, columns, k)) in the model's raw output units; None: unsupported."""
     kind = method(model)
     if kind is None:
         return None
-    return {"treeshap": _boosting, "saabas": _trees, "linear": _linear, "deeplift": _mlp}[kind](model, X)
+    return {"treeshap": _boosting, "saabas": _trees, "linear": _linear, "deeplift": _mlp}[kind](model)
 
 
-def _boosting(model, X):
-    X = np.asarray(X, dtype=np.float64)
-    data = model._data(X)
-    n, m = X.shape
+def attribute(model, X):
+    """(base (n, k), contributions (n, columns, k)) for one matrix; None: unsupported (see attributor)."""
+    explain = attributor(model)
+    return None if explain is None else explain(X)
+
+
+def _boosting(model):
+    """The library's own exact TreeSHAP on the float64 matrix, with the iterations its predictions use."""
+    categorical = tuple(int(i) for i in model.categorical)
     if model.library == "lightgbm":
-        raw = np.asarray(model.model_.predict(data, pred_contrib=True), dtype=np.float64)
+        booster = model.model_.booster_  # its predict, not the scikit-learn wrapper's (validation, n_jobs threads)
+
+        def raw(X):
+            return booster.predict(np.ascontiguousarray(X, dtype=np.float64), pred_contrib=True, num_threads=1)
+
     elif model.library == "xgboost":
         import xgboost
 
-        booster = model.model_.get_booster()
-        dmatrix = xgboost.DMatrix(data, enable_categorical=bool(model.categorical), feature_types=booster.feature_types)
-        raw = np.asarray(booster.predict(dmatrix, pred_contribs=True, iteration_range=(0, model.n_rounds_)), dtype=np.float64)
+        # A copy on one thread: the served booster keeps its own thread count for /predict.
+        booster = model.model_.get_booster().copy()
+        booster.set_param({"nthread": 1})
+        types, rounds = booster.feature_types, (0, int(model.n_rounds_))
+
+        def raw(X):
+            data = xgboost.DMatrix(np.asarray(X, dtype=np.float64), enable_categorical=bool(categorical), feature_types=types, nthread=1)
+            return booster.predict(data, pred_contribs=True, iteration_range=rounds)
+
     else:
         from catboost import Pool
 
-        pool = Pool(data, cat_features=list(model.categorical) or None)
-        raw = np.asarray(model.model_.get_feature_importance(pool, type="ShapValues"), dtype=np.float64)
-    if raw.ndim == 3:  # (n, k, m + 1): XGBoost and CatBoost multiclass
-        raw = raw.transpose(0, 2, 1)
-    else:
-        k = raw.shape[1] // (m + 1)  # LightGBM multiclass: k blocks of m + 1 side by side
-        raw = raw.reshape(n, k, m + 1).transpose(0, 2, 1)
-    return raw[:, m, :], raw[:, :m, :]
+        cat_features = list(categorical) or None
+
+        def raw(X):
+            pool = Pool(model._data(X), cat_features=cat_features, thread_count=1)
+            return model.model_.get_feature_importance(pool, type="ShapValues", thread_count=1)
+
+    def attribute(X):
+        out = np.asarray(raw(X), dtype=np.float64)
+        n, m = X.shape
+        if out.ndim == 3:  # (n, k, m + 1): XGBoost and CatBoost multiclass
+            out = out.transpose(0, 2, 1)
+        else:  # (n, k (m + 1)): one output, or LightGBM's k blocks of m + 1 side by side
+            out = out.reshape(n, -1, m + 1).transpose(0, 2, 1)
+        return out[:, m, :], out[:, :m, :]
+
+    return attribute
 
 
-def _linear(model, X):
-    X = _dense(X)
+def _linear(model):
+    """coef × x against the zero input (the base: the intercept)."""
     coef = np.atleast_2d(np.asarray(model.coef_, dtype=np.float64))  # (k, m)
-    intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64)) * np.ones(coef.shape[0])
-    reference = getattr(model, "training_mean_", None)
-    reference = np.zeros(X.shape[1]) if reference is None else np.asarray(reference, dtype=np.float64)
-    base = intercept + coef @ reference
-    contributions = (X - reference)[:, :, None] * coef.T[None, :, :]
-    return np.broadcast_to(base, (len(X), len(base))), contributions
+    base = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64)) * np.ones(coef.shape[0])
+    weights = coef.T[None, :, :]
+
+    def attribute(X):
+        X = _dense(X)
+        return np.broadcast_to(base, (len(X), len(base))), X[:, :, None] * weights
+
+    return attribute
 
 
 def _tree_parts(tree, m: int):
@@ -97,41 +127,57 @@ def _tree_parts(tree, m: int):
     return value[0], edges
 
 
-def _trees(model, X):
+def _trees(model):
+    """Saabas: every tree's edge matrix stacked once (the forest's node numbering, as its decision_path's);
+    a request is one path indicator per tree and one sparse product."""
+    from scipy import sparse
+
     trees = getattr(model, "estimators_", [model])
-    n, m = X.shape
-    base, total = 0.0, 0.0
-    for tree in trees:
-        root, edges = _tree_parts(tree, m)
-        base = base + root
-        total = total + (tree.decision_path(X) @ edges).toarray()
+    m = int(model.n_features_in_)
+    parts = [_tree_parts(tree, m) for tree in trees]
+    base = np.mean([root for root, _ in parts], axis=0)
+    edges = sparse.vstack([e for _, e in parts], format="csr") / len(trees)
     k = len(base)
-    contributions = np.asarray(total).reshape(n, m, k) / len(trees)
-    return np.broadcast_to(base / len(trees), (n, k)), contributions
+
+    def attribute(X):
+        # The trees' own input: float32, C-ordered (or CSR), as their predict converts it.
+        X = X.astype(np.float32).tocsr() if sparse.issparse(X) else np.ascontiguousarray(X, dtype=np.float32)
+        paths = sparse.hstack([tree.decision_path(X, check_input=False) for tree in trees], format="csr")
+        contributions = (paths @ edges).toarray().reshape(X.shape[0], m, k)
+        return np.broadcast_to(base, (contributions.shape[0], k)), contributions
+
+    return attribute
 
 
-def _mlp(model, X):
-    """DeepLIFT-rescale in float64 against the all-zero input (numbers at their training mean)."""
-    X = np.asarray(X, dtype=np.float64)
+def _mlp(model):
+    """DeepLIFT-rescale in float64 against the all-zero input (numbers at their training mean); the
+    reference's activations are the model's own, computed once."""
     weights = [np.asarray(w, dtype=np.float64) for w in model.weights]
     biases = [np.asarray(b, dtype=np.float64) for b in model.biases]
-    reference = np.zeros((1, X.shape[1]))
-    a, r, ratios = X, reference, []
-    for i, (w, b) in enumerate(zip(weights, biases)):
-        z, zr = a @ w + b, r @ w + b
-        if i == len(weights) - 1:
-            break
-        a, r = np.maximum(z, 0), np.maximum(zr, 0)
-        dz = z - zr
-        close = np.abs(dz) < 1e-12
-        ratios.append(np.where(close, (z > 0).astype(np.float64), (a - r) / np.where(close, 1.0, dz)))
-    # Multipliers from each output back to the inputs: (n, width, k).
-    multiplier = np.broadcast_to(weights[-1], (len(X), *weights[-1].shape))
-    for w, ratio in zip(reversed(weights[:-1]), reversed(ratios)):
-        multiplier = np.einsum("ij,nj,njk->nik", w, ratio, multiplier)
-    contributions = (X - reference)[:, :, None] * multiplier
-    base = np.broadcast_to(zr[0], (len(X), zr.shape[1]))
-    return base, contributions
+    r = np.zeros((1, weights[0].shape[0]))
+    references = []  # per hidden layer: (pre-activation, activation) of the reference
+    for w, b in zip(weights[:-1], biases[:-1]):
+        zr = r @ w + b
+        r = np.maximum(zr, 0)
+        references.append((zr, r))
+    base = (r @ weights[-1] + biases[-1])[0]
+
+    def attribute(X):
+        X = np.asarray(X, dtype=np.float64)
+        a, ratios = X, []
+        for w, b, (zr, r) in zip(weights, biases, references):
+            z = a @ w + b
+            a = np.maximum(z, 0)
+            dz = z - zr
+            close = np.abs(dz) < 1e-12
+            ratios.append(np.where(close, (z > 0).astype(np.float64), (a - r) / np.where(close, 1.0, dz)))
+        # Multipliers from each output back to the inputs: (n, width, k).
+        multiplier = np.broadcast_to(weights[-1], (len(X), *weights[-1].shape))
+        for w, ratio in zip(reversed(weights[:-1]), reversed(ratios)):
+            multiplier = w @ (ratio[:, :, None] * multiplier)
+        return np.broadcast_to(base, (len(X), len(base))), X[:, :, None] * multiplier
+
+    return attribute
 
 
 def _dense(X):
