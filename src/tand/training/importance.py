@@ -17,6 +17,7 @@ from tand.schema import FeatureSchema
 
 SAMPLE_ROWS = 2000  # permutation importance re-predicts the sample once per feature and repeat
 REPEATS = 3
+CELLS_PER_CALL = 2_000_000  # values of the stacked shuffled copies predicted in one call
 SHOWN = 20  # bars in the plot
 
 
@@ -59,8 +60,6 @@ def _own_importance(pipeline) -> Importance | None:
 
 
 def _permutation(pipeline, X: pd.DataFrame, y: pd.Series, schema: FeatureSchema, seed: int) -> Importance:
-    from sklearn.inspection import permutation_importance
-
     if len(X) > SAMPLE_ROWS:
         X = X.sample(SAMPLE_ROWS, random_state=seed)
         y = y.loc[X.index]
@@ -68,10 +67,70 @@ def _permutation(pipeline, X: pd.DataFrame, y: pd.Series, schema: FeatureSchema,
     scoring = "neg_log_loss" if classification and hasattr(pipeline, "predict_proba") else (None if classification else "r2")
     if scoring == "neg_log_loss" and y.nunique() < len(pipeline.classes_):
         scoring = None  # a sample missing a class: log loss needs them all; accuracy does not
-    result = permutation_importance(pipeline, X, y, n_repeats=REPEATS, random_state=seed, scoring=scoring, n_jobs=1)
+    means = permutation_means(pipeline, X, y, scoring, seed)
     measure = {"neg_log_loss": "log loss", "r2": "R²", None: "accuracy" if classification else "R²"}[scoring]
-    values = {str(c): float(v) for c, v in zip(X.columns, result.importances_mean)}
+    values = {str(c): float(v) for c, v in zip(X.columns, means)}
     return Importance(values, f"{measure} lost when the feature is shuffled (permutation, test split)")
+
+
+def permutation_means(pipeline, X: pd.DataFrame, y: pd.Series, scoring: str | None, seed: int, repeats: int = REPEATS) -> np.ndarray:
+    """scikit-learn's permutation_importance(...).importances_mean, the same shuffles (its seeding, its repeated
+    shuffles of one index per column) and the same scorer, with the predictions made in a few large calls:
+    every shuffled copy of the sample is stacked and predicted at once (CELLS_PER_CALL values at a time) instead
+    of one call per feature and repeat. A boosting model's predict pays a fixed cost per call, and threads
+    that wait for each other on small batches (HistGradientBoosting, 33 calls of 2,000 rows: 5.6 s of CPU on a
+    busy two-core machine, now about a tenth of it)."""
+    from sklearn.metrics import check_scoring
+    from sklearn.utils import check_random_state
+
+    scorer = check_scoring(pipeline, scoring=scoring)
+    method = "predict_proba" if scoring == "neg_log_loss" else "predict"
+    baseline = scorer(_Answers(pipeline, getattr(pipeline, method)(X)), X, y)
+    random_seed = check_random_state(seed).randint(np.iinfo(np.int32).max + 1)
+    blocks = []
+    for position, name in enumerate(X.columns):
+        state = check_random_state(random_seed)  # each column's own generator, seeded alike (as scikit-learn does)
+        index = np.arange(len(X))
+        values = X[name].to_numpy()
+        for _ in range(repeats):
+            state.shuffle(index)
+            values = values[index]  # scikit-learn shuffles the already shuffled column again
+            block = X.copy()
+            block[name] = values
+            blocks.append(block)
+    per_call = max(1, CELLS_PER_CALL // max(1, X.size))
+    outputs = []
+    for start in range(0, len(blocks), per_call):
+        stacked = pd.concat(blocks[start : start + per_call], ignore_index=True)
+        answer = np.asarray(getattr(pipeline, method)(stacked))
+        outputs.extend(np.split(answer, len(blocks[start : start + per_call])))
+    scores = np.array([scorer(_Answers(pipeline, out), block, y) for out, block in zip(outputs, blocks)])
+    return baseline - scores.reshape(X.shape[1], repeats).mean(axis=1)
+
+
+class _Answers:
+    """Stands for the pipeline in a scorer call, answering with predictions made beforehand for that X."""
+
+    def __init__(self, pipeline, output):
+        self.classes_ = getattr(pipeline, "classes_", None)
+        self._tags = pipeline.__sklearn_tags__()
+        self._output = output
+
+    def __sklearn_tags__(self):
+        return self._tags
+
+    def predict_proba(self, X):
+        return self._output
+
+    def predict(self, X):
+        return self._output
+
+    def score(self, X, y, sample_weight=None):  # what scoring=None calls: the pipeline's own score
+        from sklearn.metrics import accuracy_score, r2_score
+
+        if self._tags.estimator_type == "classifier":
+            return accuracy_score(y, self._output, sample_weight=sample_weight)
+        return r2_score(y, self._output, sample_weight=sample_weight)
 
 
 def feature_importance(pipeline, X_test: pd.DataFrame, y_test: pd.Series, schema: FeatureSchema, seed: int = 0) -> Importance:
