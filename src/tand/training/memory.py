@@ -113,3 +113,19 @@ def _message(found: Estimate, limit: float, cfg: TrainConfig) -> str:
         f"drop it (train.to_drop), declare it numeric if its values are numbers (train.numeric), group its rare "
         f"categories (train.max_categories, e.g. 50), or use a model that takes categories natively ({natives})"
     )
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the kernel (glibc's malloc_trim). Reading a CSV and converting its
+    columns frees as much as the frame keeps, in pieces malloc holds on to: a million rows of 11 columns
+    leave 140 MB resident that nothing uses, which a forked worker would inherit and count as its own.
+    Elsewhere than glibc (macOS, musl) it does nothing."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

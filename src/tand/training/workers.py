@@ -150,6 +150,9 @@ class FitWorker:
         self._process = None
         self._evaluation = None
         if fork:
+            from tand.training.memory import release_free_memory
+
+            release_free_memory()  # the child starts with this process's resident pages: none that are free
             context = multiprocessing.get_context("fork")
             self._reader, writer = context.Pipe(duplex=False)
             self._process = context.Process(
