@@ -5,32 +5,14 @@
 # time can add it, CPU-only:
 #   docker build --build-arg EXTRA_PACKAGES="--extra-index-url https://download.pytorch.org/whl/cpu torch==2.13.0" .
 # One stage, so a build leaves no untagged builder image behind (the classic builder keeps every stage's image,
-# 771 MB here), and the dependency layer comes first and depends on requirements-serve.txt alone: a rebuild
+# 771 MB here), and the dependency layer comes before the project's files and depends on the requirements alone: a rebuild
 # after `invoke train` reuses it, with the classic builder and BuildKit alike. Few instructions: each one is a
 # layer, and some storage drivers (vfs) copy every layer whole.
 FROM python:3.11-slim
 
-# --- The serving dependencies in a virtual environment, trimmed, in one layer.
-# requirements-model.txt (staged by invoke docker-build): the served model's own library, if any (LightGBM,
-# XGBoost or CatBoost) and the Debian packages it needs (`# apt: ...` lines): an image carries only what its model needs.
-COPY requirements-serve.txt build/model-store/requirements-model.txt /tmp/
-ARG EXTRA_PACKAGES=""
-# binutils only for `strip`, installed and purged within this one step so none of it reaches the layer (pinning
-# a Debian revision would break the build when the python:3.11-slim tag moves to a newer Debian). No bytecode
-# yet (the last step compiles what serving imports), no packages' own test suites, extension modules without
-# symbols; the wheels' bundled *.libs are left alone (stripping them breaks them).
-# hadolint ignore=DL3008,SC2086,SC2046
-RUN apt-get update \
- && apt-get install -y --no-install-recommends binutils $(sed -n 's/^# apt: //p' /tmp/requirements-model.txt) \
- && python -m venv --without-pip /opt/venv \
- && pip --python /opt/venv/bin/python install --no-cache-dir --disable-pip-version-check --no-compile \
-      -r /tmp/requirements-serve.txt -r /tmp/requirements-model.txt $EXTRA_PACKAGES \
- && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
- && find /opt/venv -type f -name '*.so*' ! -path '*.libs/*' -exec strip --strip-unneeded {} + \
- && apt-get purge -y --auto-remove binutils \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log /tmp/requirements-serve.txt /tmp/requirements-model.txt
-
-# --- The API, run by a non-root user. Metadata after the dependencies: changing it rebuilds only what follows.
+# --- How the API runs, first: every instruction is a layer, and a storage driver that copies each layer whole
+# (vfs) copies the whole image for each one; before the dependency layer they copy only the base. Editing these
+# rebuilds the dependency layer too.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app/src:/app \
     PYTHONUNBUFFERED=1 \
@@ -52,6 +34,27 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
 # With several workers (WEB_CONCURRENCY, as Elastic Beanstalk sets it) they share a fresh PROMETHEUS_MULTIPROC_DIR,
 # so GET /metrics sums every worker's counts (app/metrics.py) instead of answering with one worker's.
 CMD ["sh", "-c", "if [ \"${WEB_CONCURRENCY:-1}\" -gt 1 ] && [ -z \"${PROMETHEUS_MULTIPROC_DIR:-}\" ]; then PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) && export PROMETHEUS_MULTIPROC_DIR; fi; exec uvicorn --factory app.main:create_app --http app.http_limits:LimitedHttpToolsProtocol --host \"$HOST\" --port \"$PORT\" --workers \"$WEB_CONCURRENCY\""]
+
+# --- The serving dependencies in a virtual environment, trimmed, in one layer.
+# requirements-model.txt (staged by invoke docker-build): the served model's own library, if any (LightGBM,
+# XGBoost or CatBoost) and the Debian packages it needs (`# apt: ...` lines): an image carries only what its model needs.
+COPY requirements-serve.txt build/model-store/requirements-model.txt /tmp/
+ARG EXTRA_PACKAGES=""
+# binutils only for `strip`, installed and purged within this one step so none of it reaches the layer (pinning
+# a Debian revision would break the build when the python:3.11-slim tag moves to a newer Debian). No bytecode
+# yet (the last step compiles what serving imports), no packages' own test suites, extension modules without
+# symbols; the wheels' bundled *.libs are left alone (stripping them breaks them).
+# hadolint ignore=DL3008,SC2086,SC2046
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends binutils $(sed -n 's/^# apt: //p' /tmp/requirements-model.txt) \
+ && python -m venv --without-pip /opt/venv \
+ && pip --python /opt/venv/bin/python install --no-cache-dir --disable-pip-version-check --no-compile \
+      -r /tmp/requirements-serve.txt -r /tmp/requirements-model.txt $EXTRA_PACKAGES \
+ && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
+ && find /opt/venv -type f -name '*.so*' ! -path '*.libs/*' -exec strip --strip-unneeded {} + \
+ && apt-get purge -y --auto-remove binutils \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log /tmp/requirements-serve.txt /tmp/requirements-model.txt
+
 # .dockerignore lets in only: config.json, app/, src/, requirements-serve.txt, deploy/docker/warm_start.py
 # and build/model-store/ (the baked store, moved to /app below and owned by root: the API reads the registry,
 # it never writes it).
