@@ -345,3 +345,33 @@ def test_without_the_alias_the_version_is_the_one_the_entries_name(tracked):
     assert resolve_version(MODEL, "no-such-alias", None, one).version == version
     with pytest.raises(ConfigError, match=r"has no alias 'no-such-alias' and the log holds versions 1, 2; pass --version N"):
         resolve_version(MODEL, "no-such-alias", None, pd.DataFrame({"model_version": [1, 2]}))
+
+
+def test_times_of_any_iso_precision_are_read_and_an_unreadable_file_or_bad_time_is_one_error():
+    from tand.errors import DataError
+
+    def entry(i: int, time: str) -> dict:
+        return {"request_id": f"t{i}", "row": 0, "time": time, "model_name": MODEL, "model_version": 1,
+                "features": {"x": i}, "prediction": "a", "probabilities": None, "latency_ms": 1.0}  # fmt: skip
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "log"
+        write_jsonl(folder, [entry(0, "2026-12-03T10:00:00.123456Z"), entry(1, "2026-12-03T10:00:01Z"), entry(2, "2026-12-03T11:00:02+01:00")])
+        table = pd.DataFrame([entry(3, "2026-12-03T10:00:03.5Z")])
+        table["features"] = table["features"].map(json.dumps)
+        table["time"] = pd.to_datetime(table["time"], utc=True)
+        table.to_parquet(folder / "predictions-20261203T100000-2-1.parquet")
+        read = live_log.read(str(folder))
+        assert list(read["request_id"]) == ["t0", "t1", "t2", "t3"]  # oldest first: 11:00:02+01:00 is 10:00:02Z
+        assert str(read["time"].dt.tz) == "UTC" and read["time"].iloc[2] == pd.Timestamp("2026-12-03T10:00:02Z")
+
+        write_jsonl(folder, [entry(4, "yesterday")])
+        with pytest.raises(DataError, match=r"an entry's time 'yesterday' is not an ISO 8601 time"):
+            live_log.read(str(folder))
+
+        other = Path(tmp) / "other"
+        (other / "predictions-20261203T100000-1-1.jsonl").mkdir(parents=True)  # not a readable file
+        with pytest.raises(DataError, match=r"predictions-20261203T100000-1-1.jsonl: cannot read it \(Is a directory\)"):
+            live_log.read(str(other))

@@ -64,7 +64,7 @@ def read(source: str, since: datetime | None = None, version: int | None = None,
         frame = _read_folder(Path(source))
     if frame.empty:
         return _empty()
-    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    frame["time"] = _times(frame["time"], source)
     frame["model_version"] = pd.to_numeric(frame["model_version"]).astype(int)
     frame["row"] = pd.to_numeric(frame["row"]).astype(int)
     frame["request_id"] = frame["request_id"].astype(str)
@@ -76,6 +76,17 @@ def read(source: str, since: datetime | None = None, version: int | None = None,
     if model_name is not None:
         keep &= frame["model_name"].astype(str) == model_name
     return frame[keep].sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def _times(values: pd.Series, source: str) -> pd.Series:
+    """ISO 8601 times as UTC timestamps, whatever their precision (a JSONL file's text beside a Parquet file's timestamps)."""
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+        bad = values[parsed.isna() & values.notna()]
+        first = bad.iloc[0] if len(bad) else None
+        raise DataError(f"prediction log {_hide_password(source)}: an entry's time {first!r} is not an ISO 8601 time") from None
 
 
 def feature_frame(entries: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -101,7 +112,10 @@ def _read_folder(folder: Path) -> pd.DataFrame:
 def _read_jsonl(path: Path) -> pd.DataFrame:
     import msgspec
 
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"prediction log {path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
     end = data.rfind(b"\n") + 1  # the last line may still be being written: only complete lines count
     complete, rest = data[:end], data[end:]
     try:
