@@ -70,7 +70,8 @@ def _boosting(model):
         types, rounds = booster.feature_types, (0, int(model.n_rounds_))
 
         def raw(X):
-            data = xgboost.DMatrix(np.asarray(X, dtype=np.float64), enable_categorical=bool(categorical), feature_types=types, nthread=1)
+            X = np.asarray(X, dtype=np.float64)
+            data = xgboost.DMatrix(X, enable_categorical=bool(categorical), feature_types=types, nthread=1)
             return booster.predict(data, pred_contribs=True, iteration_range=rounds)
 
     else:
