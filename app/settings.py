@@ -193,7 +193,7 @@ def _prediction_log(env, configured) -> PredictionLogSettings | None:
     if raw and _POSTGRES_URL.match(raw):
         path, url = None, raw
     elif raw and "://" in raw:
-        from app.predict.prediction_log import redacted
+        from app.predict.log_sinks import redacted
 
         raise SettingsError(f"PREDICTION_LOG={redacted(raw)!r} is neither a folder nor a postgresql:// URL")
     elif raw:
