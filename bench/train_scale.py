@@ -9,6 +9,8 @@ categories as pandas `category` (HistGradientBoostingClassifier(categorical_feat
 LGBMClassifier(categorical_feature=...)), fit, score the test split. The MLP has no bare counterpart:
 its time per epoch is the difference between a 5-epoch and a 1-epoch fit (the worker's fit phase) over 4,
 with batches of 512 rows (the default 32 makes a million-row epoch 25,000 steps).
+Beside wall time, the CPU seconds (user + system) of each run's processes: on a shared machine they move
+less than wall time, which stretches with the others' load (printed per run).
 Not a test. The machine is shared and has two cores: read the ratios, and expect noise.
 """
 
@@ -35,7 +37,8 @@ WRAPPER = (
     "import resource, subprocess, sys, time; start = time.perf_counter(); "
     "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); wall = time.perf_counter() - start; "
     "sys.stdout.write(done.stdout); sys.stderr.write(done.stderr); "
-    "print(f'@@ {done.returncode} {wall:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}')"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(f'@@ {done.returncode} {wall:.3f} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime:.3f}')"
 )
 BARE = """
 import sys
@@ -72,14 +75,14 @@ def generate(rows: int, path: Path, seed: int = 0) -> None:
 
 def measure(command: list[str], cwd: Path, env: dict | None = None) -> dict:
     done = subprocess.run([sys.executable, "-c", WRAPPER, *command], cwd=cwd, env=env, capture_output=True, text=True)
-    code, wall, rss_kb = re.search(r"@@ (-?\d+) ([\d.]+) (\d+)", done.stdout).groups()
+    code, wall, rss_kb, cpu = re.search(r"@@ (-?\d+) ([\d.]+) (\d+) ([\d.]+)", done.stdout).groups()
     if int(code) != 0:
         sys.exit(f"{command[1:3]}... failed (exit {code}):\n{done.stderr[-2000:]}")
     phases = {}
     if "seconds:" in done.stdout:
         line = done.stdout.split("seconds:", 1)[1].splitlines()[0]
         phases = {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+)", line)}
-    return {"wall": float(wall), "mb": int(rss_kb) / 1024, **phases}
+    return {"wall": float(wall), "mb": int(rss_kb) / 1024, "cpu": float(cpu), "load": os.getloadavg()[0], **phases}
 
 
 def invoke_train(data: Path, work: Path, train: dict) -> dict:
@@ -120,20 +123,24 @@ def run_scale(sizes: list[int], models: list[str]) -> None:
 
 def _print(rows_out, speed_before: float, speed_after: float) -> None:
     phases = ["data", "worker_fit", "worker_metrics", "worker_plots", "log_model", "store"]
-    print(f"{'rows':>9} {'model':24} {'invoke s':>9} {'invoke MB':>9} {'bare s':>7} {'bare MB':>8} {'time x':>7} {'mem x':>6}  "
-          + " ".join(f"{p:>14}" for p in phases))
+    print(f"{'rows':>9} {'model':24} {'invoke s':>9} {'invoke MB':>9} {'bare s':>7} {'bare MB':>8} {'time x':>7} {'mem x':>6} "
+          f"{'invoke cpu':>10} {'bare cpu':>8} {'cpu x':>6} {'load':>9}  " + " ".join(f"{p:>14}" for p in phases))
     for rows, model, ours, bare, per_epoch in rows_out:
         if bare is not None:
-            extra = f"{bare['wall']:7.1f} {bare['mb']:8.0f} {ours['wall'] / bare['wall']:7.2f} {ours['mb'] / bare['mb']:6.2f}"
+            extra = (f"{bare['wall']:7.1f} {bare['mb']:8.0f} {ours['wall'] / bare['wall']:7.2f} {ours['mb'] / bare['mb']:6.2f} "
+                     f"{ours['cpu']:10.1f} {bare['cpu']:8.1f} {ours['cpu'] / bare['cpu']:6.2f} {ours['load']:4.1f}/{bare['load']:<4.1f}")
         else:
-            extra = f"{'-':>7} {'-':>8} {'-':>7} {'-':>6}"
+            extra = f"{'-':>7} {'-':>8} {'-':>7} {'-':>6} {ours['cpu']:10.1f} {'-':>8} {'-':>6} {ours['load']:9.1f}"
         print(f"{rows:9,} {model:24} {ours['wall']:9.1f} {ours['mb']:9.0f} {extra}  " + " ".join(f"{ours.get(p, 0):14.2f}" for p in phases))
         if per_epoch is not None and model.endswith("5 epochs"):
             print(f"{'':9} {'mlp per epoch (fit)':24} {per_epoch:9.1f}")
-    print(f"\nmachine speed (a fixed 20M-iteration loop): {speed_before:.2f} s before, {speed_after:.2f} s after")
+    print(f"\nmachine speed (a fixed 20M-iteration loop): {speed_before:.2f} s before, {speed_after:.2f} s after; "
+          "cpu: user + system seconds of the run's processes; load: the 1-minute load average at each run's end "
+          "(the machine's other users: above 2, the two cores were shared and wall times stretch)")
     for model in sorted({m for _, m, _, b, _ in rows_out if b is not None}):
         series = [(r, o, b) for r, m, o, b, _ in rows_out if m == model]
         largest = series[-1]
         verdict = "meets" if max(largest[1]["wall"] / largest[2]["wall"], largest[1]["mb"] / largest[2]["mb"]) <= TARGET_RATIO else "misses"
         growth = ", ".join(f"{r:,}: {o['wall'] / r * 1e5:.2f} s" for r, o, _ in series)
-        print(f"{model}: {verdict} the {TARGET_RATIO}x target at {largest[0]:,} rows; invoke train per 100k rows: {growth}")
+        cpu = largest[1]["cpu"] / largest[2]["cpu"]
+        print(f"{model}: {verdict} the {TARGET_RATIO}x target at {largest[0]:,} rows (cpu {cpu:.2f}x); invoke train per 100k rows: {growth}")
