@@ -130,3 +130,67 @@ def test_outcomes_of_requests_answered_by_the_live_server(tracked, tmp_path):  #
     accuracy = sum(a["prediction"] == t for a, t in zip(answers, truth)) / 280
     metrics = store.client().get_run(store.client().get_model_version(MODEL, str(version)).run_id).data.metrics
     assert metrics["live_accuracy"] == pytest.approx(accuracy) and metrics["live_rows"] == 280
+
+
+def test_outcome_labels_must_be_the_versions_classes_or_their_codes():
+    names = ("malignant", "benign")
+    assert list(live_checks.actual_classes(pd.Series([0, 1, 1]), names, "y", coded=True)) == ["malignant", "benign", "benign"]
+    assert list(live_checks.actual_classes(pd.Series(["benign", "malignant"]), names, "y", coded=True)) == ["benign", "malignant"]
+    with pytest.raises(DataError, match=r"label 'unknown' in 'y' is not a class of this version; give one of malignant, benign \(or its number, 0..1"):
+        live_checks.actual_classes(pd.Series(["benign", "unknown"]), names, "y", coded=True)
+    with pytest.raises(DataError, match=r"label 2 in 'y' is not a class"):
+        live_checks.actual_classes(pd.Series([0, 2]), names, "y", coded=True)
+    with pytest.raises(DataError, match=r"label 0 in 'y' is not a class of this version; give one of malignant, benign$"):
+        live_checks.actual_classes(pd.Series([0, 1]), names, "y", coded=False)  # no train.labels: 0 is no name
+    # Integer classes are their own names (3.0 is "3"), never codes into the list.
+    assert list(live_checks.actual_classes(pd.Series([1.0, 3.0]), ("1", "2", "3"), "y", coded=False)) == ["1", "3"]
+    with pytest.raises(DataError, match=r"label 0 in 'y'"):
+        live_checks.actual_classes(pd.Series([0, 0]), ("1", "2", "3"), "y", coded=False)
+
+
+def test_conflicting_duplicate_outcomes_and_a_bad_row_number_are_refused(tmp_path):
+    frame = pd.DataFrame({"request_id": ["a", "a", "b", "b", "c"], "row": [0, 0, 0, 1, 0], "y": [1, 1, 0, 1, 0]})
+    frame.to_csv(tmp_path / "same.csv", index=False)
+    assert len(live_checks.read_outcomes(tmp_path / "same.csv", "y")) == 4  # the same outcome twice counts once
+    frame.loc[4, ["request_id", "row"]] = ["b", 1]
+    frame.to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(DataError, match=r"1 row\(s\) have two different labels \(first: request_id 'b', row 1, data row 4\)"):
+        live_checks.read_outcomes(tmp_path / "twice.csv", "y")
+    frame["row"] = frame["row"].astype(object)
+    frame.loc[2, "row"] = "first"
+    frame.to_csv(tmp_path / "row.csv", index=False)
+    with pytest.raises(DataError, match=r"data row 3 has row 'first'; give the row within its request as a whole number"):
+        live_checks.read_outcomes(tmp_path / "row.csv", "y")
+
+
+def test_a_regression_label_that_is_no_number_is_named():
+    from tand.schema import Feature, FeatureSchema
+
+    cfg = parse_config({"train": {"labels_column": "price", "task": "regression", "model": "ridge"}})
+    schema = FeatureSchema((Feature("x", "numeric", "number"),), "regression", "price")
+    joined = pd.DataFrame({"price": ["10", "n/a"], "prediction": [11.0, 19.0], "probabilities": [None] * 2})
+    with pytest.raises(DataError, match=r"label 'n/a' in 'price' is not a number"):
+        live_checks._live_metrics(joined, "price", schema, cfg.train)
+
+
+def test_without_row_two_labels_for_one_single_row_request_are_refused():
+    outcomes = pd.DataFrame({"request_id": ["a", "a", "b"], "y": [1, 0, 1]})
+    logged = pd.DataFrame({"request_id": ["a", "b"], "row": [0, 0]})
+    with pytest.raises(DataError, match=r"--outcomes: 1 row\(s\) have two different labels \(first: request_id 'a', data row 1\)"):
+        live_checks._join(outcomes, logged)
+
+
+def test_a_float32_models_probabilities_give_no_sum_warning():
+    import warnings
+
+    from tand.schema import Feature, FeatureSchema
+
+    cfg = parse_config({"train": {"labels_column": "y", "labels": ["no", "yes"]}})
+    schema = FeatureSchema((Feature("x", "numeric", "number"),), "classification", "y", classes=("no", "yes"), positive_class="yes")
+    p = [0.00004788815931533463, 0.9999520778656006]  # as a float32 MLP answers: the sum is 1 + 3e-8
+    joined = pd.DataFrame({"y": [1, 0, 1], "prediction": ["yes", "yes", "no"],
+                           "probabilities": [dict(zip(("no", "yes"), p)), dict(zip(("no", "yes"), p)), dict(zip(("no", "yes"), p[::-1]))]})  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = live_checks._live_metrics(joined, "y", schema, cfg.train)
+    assert got["accuracy"] == pytest.approx(1 / 3)

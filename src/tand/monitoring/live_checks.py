@@ -170,8 +170,34 @@ def read_outcomes(path: str | Path, label_column: str) -> pd.DataFrame:
     frame = frame[keep].dropna(subset=[label_column])
     frame["request_id"] = frame["request_id"].astype(str)
     if "row" in frame.columns:
-        frame["row"] = pd.to_numeric(frame["row"], errors="coerce").fillna(0).astype(int)
-    return frame.drop_duplicates(subset=[c for c in ("request_id", "row") if c in frame.columns], keep="last")
+        rows = pd.to_numeric(frame["row"], errors="coerce")
+        wrong = rows.isna() | (rows % 1 != 0) | (rows < 0)
+        if wrong.any():
+            raise DataError(
+                f"--outcomes {path}: data row {_line(frame, wrong)} has row {frame['row'][wrong].tolist()[0]!r}; "
+                "give the row within its request as a whole number (0 for the first)"
+            )
+        frame["row"] = rows.astype(int)
+    keys = [c for c in ("request_id", "row") if c in frame.columns]
+    frame = frame.drop_duplicates(subset=[*keys, label_column])  # the same outcome twice is one outcome
+    if "row" in frame.columns:  # without it, _join decides (a request of several rows needs it)
+        _refuse_conflicts(frame, keys, f"--outcomes {path}")
+    return frame
+
+
+def _refuse_conflicts(frame: pd.DataFrame, keys: list[str], where: str) -> None:
+    twice = frame.duplicated(subset=keys, keep=False)
+    if twice.any():
+        which = ", ".join(f"{k} {frame.loc[twice, k].tolist()[0]!r}" for k in keys)
+        raise DataError(
+            f"{where}: {int(frame[twice].duplicated(subset=keys).sum())} row(s) have two different labels "
+            f"(first: {which}, data row {_line(frame, twice)}); keep one label per request row"
+        )
+
+
+def _line(frame: pd.DataFrame, mask: pd.Series) -> int:
+    """The file's data row (1 = the first) of the first row of `frame` where `mask` holds."""
+    return int(frame.index[mask.to_numpy()][0]) + 1
 
 
 def _join(outcomes: pd.DataFrame, entries: pd.DataFrame) -> pd.DataFrame:
@@ -185,6 +211,7 @@ def _join(outcomes: pd.DataFrame, entries: pd.DataFrame) -> pd.DataFrame:
                 f"--outcomes: {len(batch_ids)} request(s) answered several rows (e.g. {sorted(batch_ids)[0]!r}); "
                 "add a `row` column (0 for the first row of a request) to say which row each label is for"
             )
+        _refuse_conflicts(outcomes, keys, "--outcomes")
     return outcomes.merge(logged, on=keys, how="inner")
 
 
@@ -211,12 +238,16 @@ def evaluate_live(cfg, source: str, outcomes_path: str | Path, label_column: str
 
 
 def _live_metrics(joined: pd.DataFrame, label: str, schema, train_config) -> dict[str, float]:
-    from tand.training.data import _encode_labels
     from tand.training.evaluate import Predictions, compute_metrics
 
-    y_true, _ = _encode_labels(joined[label].reset_index(drop=True), train_config.model_copy(update={"labels_column": label}))
     if schema.task == "regression":
+        y_true = pd.to_numeric(joined[label].reset_index(drop=True), errors="coerce")
+        if not np.isfinite(y_true.to_numpy(dtype=float)).all():
+            bad = joined[label].reset_index(drop=True)[~np.isfinite(y_true.to_numpy(dtype=float))].iloc[0]
+            raise DataError(f"--outcomes: label {bad!r} in {label!r} is not a number; a regression's outcomes are numbers")
         return compute_metrics(Predictions(y_true.to_numpy(dtype=float), pd.to_numeric(joined["prediction"]).to_numpy(dtype=float), None, None))
+    coded = bool(train_config.labels) and tuple(train_config.labels) == tuple(schema.classes)
+    y_true = actual_classes(joined[label].reset_index(drop=True), schema.classes, label, coded)
     y_pred = joined["prediction"].astype(str).to_numpy()
     probabilities = list(joined["probabilities"])
     if any(not isinstance(p, dict) for p in probabilities):  # a model that answers labels only
@@ -225,7 +256,29 @@ def _live_metrics(joined: pd.DataFrame, label: str, schema, train_config) -> dic
         truth = y_true.to_numpy(dtype=str)
         return {"accuracy": float(skm.accuracy_score(truth, y_pred)), "balanced_accuracy": float(skm.balanced_accuracy_score(truth, y_pred))}
     proba = np.array([[float(p.get(c, 0.0)) for c in schema.classes] for p in probabilities])
+    proba /= np.where(proba.sum(axis=1, keepdims=True) > 0, proba.sum(axis=1, keepdims=True), 1.0)  # a float32 model's sum is 1 ± 1e-7
     return compute_metrics(Predictions(y_true.to_numpy(dtype=str), y_pred, proba, schema.classes, schema.positive_class))
+
+
+def actual_classes(values: pd.Series, classes, label: str, coded: bool) -> pd.Series:
+    """The outcomes' labels as the version's class names: the names themselves (3.0 read as "3"), or, when
+    `coded` (train.labels names the classes), integer codes 0..k-1 in that order, as in the training data.
+    A label that is neither: one error naming it and the classes."""
+    from tand.monitoring.profile import as_text
+
+    classes = tuple(classes)
+    text = as_text(values)
+    if text.isin(classes).all():
+        return text
+    codes = pd.to_numeric(values, errors="coerce")
+    is_code = (codes % 1 == 0) & codes.between(0, len(classes) - 1) if coded else pd.Series(False, index=values.index)
+    if is_code.all():
+        return codes.astype(int).map(dict(enumerate(classes)))
+    bad = values[~is_code if text.isin(classes).sum() == 0 else ~text.isin(classes)].tolist()[0]
+    raise DataError(
+        f"--outcomes: label {bad!r} in {label!r} is not a class of this version; give one of "
+        f"{', '.join(classes)}" + (f" (or its number, 0..{len(classes) - 1}, in that order)" if coded else "")
+    )
 
 
 def _log_live(target: Target, metrics: dict[str, float], rows: int) -> None:
