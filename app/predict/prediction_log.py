@@ -61,37 +61,52 @@ _NOT_VERSION, _VERSION_4, _VARIANT_RFC4122 = ~0xF000 & (2**64 - 1), 0x4000, 2**6
 # -- entries ---------------------------------------------------------------------------------------
 
 class _Pending(msgspec.Struct, gc=False):
-    """One answered request waiting for the writer. Neither it nor its tuples (of plain values: the collector
-    untracks them) are tracked by the garbage collector: thousands wait at a time, and tracked they would
-    lengthen every collection on the event loop (about 4 µs a request, measured)."""
+    """One answered request waiting for the writer, held so that the garbage collector tracks nothing of it:
+    thousands wait at a time, and tracked they lengthen every collection on the event loop. So not the answer
+    dicts (a dict holding a dict stays tracked for good): predictions and probabilities as tuples of plain
+    values, which the collector untracks at its first look."""
 
     request_id: str
     answered: float  # epoch seconds
     served: Any  # app.store.serving.ServedModel
-    rows: tuple
-    answers: tuple
+    rows: tuple  # of row tuples, in the schema's order
+    predictions: tuple
+    probabilities: tuple | None  # per row, the probabilities in predictor.class_names order
     latency_ms: float
 
 
+def _waiting(rid: str, served, rows: list[tuple], answers: list[dict], latency_ms: float) -> _Pending:
+    if len(answers) == 1:
+        answer = answers[0]
+        proba = answer.get("probabilities")
+        return _Pending(rid, time.time(), served, (rows[0],), (answer["prediction"],), None if proba is None else (tuple(proba.values()),), latency_ms)
+    proba = [tuple(a["probabilities"].values()) for a in answers] if "probabilities" in answers[0] else None
+    return _Pending(rid, time.time(), served, tuple(rows), tuple([a["prediction"] for a in answers]), proba and tuple(proba), latency_ms)
+
+
 class _Columns:
-    """Which features of a schema are logged, as a struct type (made once per served schema, not per request)."""
+    """The struct types an entry's features and probabilities are encoded from (made once per served model)."""
 
     def __init__(self, exclude: frozenset[str]):
         self._exclude = exclude
-        self._by_schema: dict[int, tuple[object, type, list[int] | None]] = {}
+        self._by_model: dict[int, tuple[object, type, list[int] | None, type | None]] = {}
 
-    def of(self, schema) -> tuple[type, list[int] | None]:
-        known = self._by_schema.get(id(schema))
-        if known is None or known[0] is not schema:
-            names = schema.names
+    def of(self, served) -> tuple[type, list[int] | None, type | None]:
+        known = self._by_model.get(id(served))
+        if known is None or known[0] is not served:
+            names = served.schema.names
             keep = [i for i, n in enumerate(names) if n not in self._exclude]
             features = msgspec.defstruct(
                 "Features", [(f"f{i}", Any) for i in range(len(keep))], rename={f"f{i}": names[j] for i, j in enumerate(keep)}, gc=False
             )
-            if len(self._by_schema) > 8:  # a few model versions at most are ever in flight
-                self._by_schema.clear()
-            known = self._by_schema[id(schema)] = (schema, features, None if len(keep) == len(names) else keep)
-        return known[1], known[2]
+            classes = served.predictor.class_names
+            probabilities = None if classes is None else msgspec.defstruct(
+                "Probabilities", [(f"c{i}", Any) for i in range(len(classes))], rename={f"c{i}": c for i, c in enumerate(classes)}, gc=False
+            )  # fmt: skip
+            if len(self._by_model) > 8:  # a few model versions at most are ever in flight
+                self._by_model.clear()
+            known = self._by_model[id(served)] = (served, features, None if len(keep) == len(names) else keep, probabilities)
+        return known[1], known[2], known[3]
 
 
 class _Clock:
@@ -107,22 +122,18 @@ class _Clock:
         return f"{self._prefix}.{int((seconds - whole) * 1e6):06d}Z"
 
 
-def entries(pending: list[_Pending], columns: _Columns, clock: _Clock) -> list[Entry]:
+def entries(waiting: list[_Pending], columns: _Columns, clock: _Clock) -> list[Entry]:
     """Waiting requests → one Entry per row."""
     out = []
     append = out.append
-    for p in pending:
-        rid, served, rows, answers, latency_ms = p.request_id, p.served, p.rows, p.answers, p.latency_ms
-        answered = p.answered
-        features, keep = columns.of(served.schema)
-        name, version, stamp = served.name, served.version, clock.iso(answered)
-        if len(rows) == 1 and keep is None:  # the common case, without the loop's set-up
-            answer = answers[0]
-            append(Entry(rid, 0, stamp, name, version, features(*rows[0]), answer["prediction"], answer.get("probabilities"), latency_ms))
-            continue
-        for i, (row, answer) in enumerate(zip(rows, answers)):
+    for p in waiting:
+        features, keep, probabilities = columns.of(p.served)
+        rid, name, version, stamp, latency_ms = p.request_id, p.served.name, p.served.version, clock.iso(p.answered), p.latency_ms
+        probas = p.probabilities
+        for i, (row, prediction) in enumerate(zip(p.rows, p.predictions)):
             values = features(*row) if keep is None else features(*[row[j] for j in keep])
-            append(Entry(rid, i, stamp, name, version, values, answer["prediction"], answer.get("probabilities"), latency_ms))
+            proba = None if probas is None else probabilities(*probas[i])
+            append(Entry(rid, i, stamp, name, version, values, prediction, proba, latency_ms))
     return out
 
 
@@ -165,7 +176,7 @@ class PredictionLog:
             self._metrics.count_log_drops(n)
             return
         self._added += n
-        self._queue.append(_Pending(rid, time.time(), served, tuple(rows), tuple(answers), latency_ms))
+        self._queue.append(_waiting(rid, served, rows, answers, latency_ms))
 
     @property
     def waiting(self) -> int:

@@ -232,3 +232,19 @@ def test_an_unreachable_sink_at_start_up_serves_logs_one_error_and_counts_drops(
         server.stop()
     errors = [line for line in server.log().splitlines() if "prediction log:" in line and line.startswith("ERROR")]
     assert len(errors) == 1 and "127.0.0.1" in errors[0] and "hunter2" not in server.log(), server.log()[-2000:]
+
+
+def test_entries_of_a_regression_batch_with_an_excluded_column():
+    from types import SimpleNamespace
+
+    import msgspec
+
+    from app.predict.prediction_log import _Clock, _Columns, _waiting, entries
+
+    served = SimpleNamespace(name="m", version=3, schema=SimpleNamespace(names=["a", "b c", "d"]), predictor=SimpleNamespace(class_names=None))
+    waiting = _waiting("r1", served, [(1.5, "x", None), (2, "y", 4.0)], [{"prediction": 0.25}, {"prediction": -1.0}], 2.5)
+    lines = [msgspec.json.decode(msgspec.json.encode(e)) for e in entries([waiting], _Columns(frozenset({"a"})), _Clock())]
+    assert [(e["row"], e["features"], e["prediction"], e["probabilities"], e["model_version"]) for e in lines] == [
+        (0, {"b c": "x", "d": None}, 0.25, None, 3), (1, {"b c": "y", "d": 4.0}, -1.0, None, 3)
+    ]
+    assert lines[0]["time"].endswith("Z") and lines[0]["time"] == lines[1]["time"]
