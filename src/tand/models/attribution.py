@@ -12,7 +12,8 @@ reference's activations, each tree's edge values, the library's handle) is compu
   goes to its feature), exactly additive, in the trees' own output units (class probability);
 - the NumPy MLP: DeepLIFT-rescale against the reference input, exact summation to f(x) − f(reference).
 Returns None for a model none of these covers. NumPy only, except the boosting libraries' own calls, which run
-on one thread: a single row gains nothing from more, and OpenMP threads beside busy processes cost milliseconds.
+on one thread for up to ONE_THREAD_ROWS rows (a single row gains nothing from more, and OpenMP threads beside
+busy processes cost milliseconds) and on the fit's bounded thread count beyond (a batch, the global explanation).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 TREES = ("DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier", "RandomForestRegressor",
          "ExtraTreesClassifier", "ExtraTreesRegressor")  # fmt: skip
 LINEAR = ("LogisticRegression", "LinearRegression", "Ridge", "Lasso")
+ONE_THREAD_ROWS = 64
 
 
 def method(model) -> str | None:
@@ -54,25 +56,31 @@ def attribute(model, X):
 
 def _boosting(model):
     """The library's own exact TreeSHAP on the float64 matrix, with the iterations its predictions use."""
+    from tand.models.boosting_libraries import threads
+
     categorical = tuple(int(i) for i in model.categorical)
+    many = threads()
     if model.library == "lightgbm":
         booster = model.model_.booster_  # its predict, not the scikit-learn wrapper's (validation, n_jobs threads)
 
         def raw(X):
-            return booster.predict(np.ascontiguousarray(X, dtype=np.float64), pred_contrib=True, num_threads=1)
+            n = 1 if len(X) <= ONE_THREAD_ROWS else many
+            return booster.predict(np.ascontiguousarray(X, dtype=np.float64), pred_contrib=True, num_threads=n)
 
     elif model.library == "xgboost":
         import xgboost
 
-        # A copy on one thread: the served booster keeps its own thread count for /predict.
-        booster = model.model_.get_booster().copy()
-        booster.set_param({"nthread": 1})
-        types, rounds = booster.feature_types, (0, int(model.n_rounds_))
+        served = model.model_.get_booster()
+        # A copy on one thread for small inputs: the served booster keeps its own thread count for /predict.
+        single = served.copy()
+        single.set_param({"nthread": 1})
+        types, rounds = served.feature_types, (0, int(model.n_rounds_))
 
         def raw(X):
+            few = len(X) <= ONE_THREAD_ROWS
             X = np.asarray(X, dtype=np.float64)
-            data = xgboost.DMatrix(X, enable_categorical=bool(categorical), feature_types=types, nthread=1)
-            return booster.predict(data, pred_contribs=True, iteration_range=rounds)
+            data = xgboost.DMatrix(X, enable_categorical=bool(categorical), feature_types=types, nthread=1 if few else many)
+            return (single if few else served).predict(data, pred_contribs=True, iteration_range=rounds)
 
     else:
         from catboost import Pool
@@ -80,8 +88,9 @@ def _boosting(model):
         cat_features = list(categorical) or None
 
         def raw(X):
-            pool = Pool(model._data(X), cat_features=cat_features, thread_count=1)
-            return model.model_.get_feature_importance(pool, type="ShapValues", thread_count=1)
+            n = 1 if X.shape[0] <= ONE_THREAD_ROWS else many
+            pool = Pool(model._data(X), cat_features=cat_features, thread_count=n)
+            return model.model_.get_feature_importance(pool, type="ShapValues", thread_count=n)
 
     def attribute(X):
         out = np.asarray(raw(X), dtype=np.float64)
