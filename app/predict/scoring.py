@@ -19,6 +19,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +61,20 @@ def errors_path_for(output: Path) -> Path:
     return output.with_name(f"{output.stem}.errors.csv")
 
 
-def read_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
-    """The input's chunks of at most `chunk_rows` rows, only `columns`. CSV: every cell as text, a missing
-    marker (tand.config.MISSING_MARKERS) as null."""
-    kind = "Parquet" if is_parquet(path) else "CSV"
+def read_chunks(path: Path, columns: list[str], chunk_rows: int, keep: list[str] = ()) -> Iterator[pa.Table]:
+    """The input's chunks of at most `chunk_rows` rows, only `columns` (the features and the `keep` ones). CSV:
+    every cell as text, a missing marker (tand.config.MISSING_MARKERS) as null."""
+    with _reading(path):
+        batches = _parquet_batches(path, columns, chunk_rows, keep) if is_parquet(path) else _csv_batches(path, columns, keep)
+        yield from _rechunked(batches, chunk_rows)
+
+
+@contextmanager
+def _reading(path: Path):
     try:
-        yield from _rechunked(_parquet_batches(path, columns, chunk_rows) if kind == "Parquet" else _csv_batches(path, columns), chunk_rows)
+        yield
     except (OSError, pa.ArrowException, ValueError, csv.Error) as exc:
+        kind = "Parquet" if is_parquet(path) else "CSV"
         raise ScoringError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0][:200]})") from None
 
 
@@ -85,15 +93,15 @@ def _rechunked(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[p
         yield pa.Table.from_batches(pending)
 
 
-def _parquet_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _parquet_batches(path: Path, columns: list[str], chunk_rows: int, keep) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
-    _check_columns(path, [c for c in columns if c not in parquet.schema_arrow.names])
+    _check_columns(path, [c for c in columns if c not in parquet.schema_arrow.names], keep)
     yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
 
 
-def _csv_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+def _csv_batches(path: Path, columns: list[str], keep) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pacsv
 
     from tand.training.reading import sniff_separator
@@ -103,7 +111,7 @@ def _csv_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
         sample = first + handle.read(1 << 20)
     separator = sniff_separator(first)
     header = next(csv.reader([first], delimiter=separator), [])
-    _check_columns(path, [c for c in columns if c not in header])
+    _check_columns(path, [c for c in columns if c not in header], keep)
     # pyarrow reads ahead a few dozen blocks whatever the file's size: small blocks keep that bounded
     # (1 MB: about 40 MB held), large enough for the longest row; one thread: the core stays the scorer's.
     block = max(1 << 20, 8 * max(map(len, sample.splitlines()), default=0))
@@ -119,16 +127,20 @@ def _csv_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
     yield from reader
 
 
-def _check_columns(path: Path, missing: list[str]) -> None:
+def _check_columns(path: Path, missing: list[str], keep) -> None:
+    features = [c for c in missing if c not in keep]
+    if features:
+        raise ScoringError(f"{path}: no column {', '.join(map(repr, features))}, which the model takes as input")
     if missing:
-        raise ScoringError(f"{path}: no column {', '.join(map(repr, missing))}, which the model takes as input")
+        raise ScoringError(f"{path}: no column {', '.join(map(repr, missing))} to copy (--keep)")
 
 
 def row_counts(path: Path) -> int | None:
     if is_parquet(path):
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+        with _reading(path):
+            return pq.ParquetFile(path).metadata.num_rows
     return None
 
 
@@ -331,6 +343,14 @@ class ErrorsWriter:
             self._file.close()
 
 
+@contextmanager
+def _writing(path: Path):
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:  # a full disk, a folder without write permission
+        raise ScoringError(f"--output {path}: cannot write it ({str(exc).splitlines()[0][:200]})") from None
+
+
 def score_file(
     input_path: Path, output_path: Path, schema: FeatureSchema, predictor: Predictor, model_name: str, version: int,
     keep: list[str] = (), chunk_rows: int = CHUNK_ROWS, progress: bool = True,
@@ -341,28 +361,35 @@ def score_file(
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise ScoringError(f"{input_path}: no such file")
+    if output_path.resolve() == input_path.resolve():
+        raise ScoringError(f"--output {output_path} is the input file: name another file (it would be overwritten while it is read)")
+    if not output_path.parent.is_dir():
+        raise ScoringError(f"--output {output_path}: no folder {output_path.parent}; create it first")
     started = time.perf_counter()
     keep = [c for c in keep if c]
     columns = list(dict.fromkeys([*schema.names, *keep]))
+    total = row_counts(input_path)
     scorer = ChunkScorer(schema, predictor)
     summary = Summary(classes=predictor.class_names)
     errors = ErrorsWriter(errors_path_for(output_path))
     writer = OutputWriter(output_path)
-    bar = tqdm(total=row_counts(input_path), unit=" rows", unit_scale=True, desc="scoring", disable=not progress, mininterval=0.5)
+    bar = tqdm(total=total, unit=" rows", unit_scale=True, desc="scoring", disable=not progress, mininterval=0.5)
     try:
-        for batch in read_chunks(input_path, columns, chunk_rows):
+        for batch in read_chunks(input_path, columns, chunk_rows, keep):
             scored = scorer.score(batch)
-            errors.write(summary.rows, scored.refused)
-            if len(scored.positions):
-                writer.write(answers_table(batch, scored, keep, predictor, model_name, version))
+            with _writing(output_path):
+                errors.write(summary.rows, scored.refused)
+                if len(scored.positions):
+                    writer.write(answers_table(batch, scored, keep, predictor, model_name, version))
             summary.rows += batch.num_rows
             summary.scored += len(scored.positions)
             summary.refused += len(scored.refused)
             bar.update(batch.num_rows)
     finally:
         bar.close()
-        writer.close()
-        errors.close()
+        with _writing(output_path):
+            writer.close()
+            errors.close()
     summary.errors_path = errors.path if errors.used else None
     summary.seconds = time.perf_counter() - started
     return summary

@@ -163,3 +163,22 @@ def test_the_mlp_scores_bit_for_bit_as_the_live_api_answers(trained_mlp):
     assert list(scored["prediction"]) == [a["prediction"] for a in api]
     for name in ("malignant", "benign"):
         assert list(scored[f"probability_{name}"]) == [a["probabilities"][name] for a in api]  # exactly
+
+
+def test_a_corrupt_parquet_an_output_over_the_input_or_in_no_folder_and_a_missing_kept_column_are_one_line(trained):
+    store, version, root, frame = trained
+    (root / "corrupt.parquet").write_text("not parquet")
+    frame.to_csv(root / "source.csv", index=False)
+    cases = {
+        ("--input", str(root / "corrupt.parquet"), "--output", str(root / "c.csv")): f"error: {root / 'corrupt.parquet'}: cannot be read as Parquet (",
+        ("--input", str(root / "source.csv"), "--output", str(root / "source.csv")): f"error: --output {root / 'source.csv'} is the input file",
+        ("--input", str(root / "source.csv"), "--output", str(root / "nowhere" / "o.csv")): f"error: --output {root / 'nowhere' / 'o.csv'}: no folder",
+        ("--input", str(root / "source.csv"), "--output", str(root / "k.csv"), "--keep", "patient,ward_id"):
+            f"error: {root / 'source.csv'}: no column 'ward_id' to copy (--keep)",
+    }  # fmt: skip
+    for args, start in cases.items():
+        result = run_predict(store, root, *args)
+        assert result.returncode == 1, result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert pd.read_csv(root / "source.csv").equals(frame.reset_index(drop=True)), "the input is left as it was"
