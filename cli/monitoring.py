@@ -64,7 +64,8 @@ def model_card(c, version=None, output=None, format="html", config="config.json"
     help={
         "log": "Prediction log to read: a folder (JSONL or Parquet files) or a postgresql:// URL "
         "(default: PREDICTION_LOG, else app.prediction_log in the config).",
-        "since": "Only entries from this time on: ISO 8601 (2026-12-01, 2026-12-01T08:00Z) or a span back from now (30m, 24h, 7d).",
+        "since": "Only entries from this time on: ISO 8601 (2026-12-01, 2026-12-01T08:00Z, 2026-12-01T09:00+01:00; UTC when "
+        "it names no zone) or a span back from now (30m, 24h, 7d, 2w).",
         "version": "Version to check (default: the one the alias serves, mlflow.alias; else the one the log's entries name).",
         "config": "Config file (default: config.json): model name, alias, monitor.psi_threshold and min_rows.",
     }

@@ -15,7 +15,8 @@ from cli.common import known_errors, load_env, whole_number
 @task(
     help={
         "input": "CSV or Parquet file of rows to score (.parquet / .pq: Parquet; anything else: CSV).",
-        "output": "File to write the answers to: CSV, or Parquet by its extension. Refused rows go to <output>.errors.csv.",
+        "output": "File to write the answers to: CSV, or Parquet by its extension. Refused rows (number, column, reason) go to "
+        "<its name without extension>.errors.csv beside it (scored.csv: scored.errors.csv).",
         "version": "Version to score with (default: the one the alias points to).",
         "alias": "Alias whose version scores (default: mlflow.alias in the config, production).",
         "keep": "Comma-separated input columns copied to the output beside each answer (ids), e.g. customer_id,date.",
