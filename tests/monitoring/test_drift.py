@@ -287,7 +287,12 @@ def test_since_takes_iso_times_and_spans():
     assert live_log.parse_since("24h", now) == datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
     assert live_log.parse_since("2026-12-01", now) == datetime(2026, 12, 1, tzinfo=UTC)
     assert live_log.parse_since("2026-12-01T08:00:00Z", now) == datetime(2026, 12, 1, 8, tzinfo=UTC)
-    with pytest.raises(Exception, match="--since 'yesterday'"):
+    assert live_log.parse_since("2026-12-01T09:00+01:00", now) == datetime(2026, 12, 1, 8, tzinfo=UTC)  # an offset: converted
+    assert live_log.parse_since("2026-12-01T08:00", now) == datetime(2026, 12, 1, 8, tzinfo=UTC)  # no zone: UTC
+    assert live_log.parse_since("90m", now) == datetime(2026, 12, 3, 10, 30, tzinfo=UTC)
+    from tand.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--since 'yesterday'"):
         live_log.parse_since("yesterday", now)
 
 
@@ -375,3 +380,15 @@ def test_times_of_any_iso_precision_are_read_and_an_unreadable_file_or_bad_time_
         (other / "predictions-20261203T100000-1-1.jsonl").mkdir(parents=True)  # not a readable file
         with pytest.raises(DataError, match=r"predictions-20261203T100000-1-1.jsonl: cannot read it \(Is a directory\)"):
             live_log.read(str(other))
+
+
+def test_a_log_of_another_version_only_is_named_in_the_error(tracked, tmp_path):
+    from tand.config import parse_config
+    from tand.errors import DataError
+    from tand.monitoring.live_checks import check_drift
+
+    store, root, frame, version = tracked
+    items = [{**e, "model_version": version + 4} for e in entries(frame, shift=False, seed=9, version=version)]
+    cfg = parse_config(json.loads((root / "config.json").read_text()))
+    with pytest.raises(DataError, match=rf"only 0 logged rows of {MODEL} version {version} in .* \(the log also holds version {version + 4}: pass --version N"):
+        check_drift(cfg, _written(tmp_path / "other", items))

@@ -92,11 +92,14 @@ def _run_json(target: Target, name: str) -> dict | None:
         raise RegistryError(f"cannot read {name} of run {target.run_id}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _entries(source: str, since, model_name: str, alias: str, version: int | None) -> tuple[Target, pd.DataFrame]:
+def _entries(source: str, since, model_name: str, alias: str, version: int | None) -> tuple[Target, pd.DataFrame, str]:
+    """(the version, its entries, a hint naming the other versions the log holds when it holds them)."""
     everything = live_log.read(source, since, version, model_name)
     target = resolve_version(model_name, alias, version, everything)
-    entries = everything[everything["model_version"] == target.version].reset_index(drop=True)
-    return target, entries
+    mine = everything["model_version"] == target.version
+    others = sorted(set(everything.loc[~mine, "model_version"]))
+    hint = f" (the log also holds version {', '.join(map(str, others))}: pass --version N for one)" if others else ""
+    return target, everything[mine].reset_index(drop=True), hint
 
 
 def _where(source: str, since) -> str:
@@ -106,7 +109,7 @@ def _where(source: str, since) -> str:
 
 def check_drift(cfg, source: str, since=None, version: int | None = None) -> DriftCheck:
     """Compare the log's entries of the served (or given) version with its reference profile; log the report."""
-    target, entries = _entries(source, since, cfg.mlflow.model_name, cfg.mlflow.alias, version)
+    target, entries, hint = _entries(source, since, cfg.mlflow.model_name, cfg.mlflow.alias, version)
     profile = _run_json(target, PROFILE_FILE)
     if profile is None:
         raise RegistryError(
@@ -115,7 +118,7 @@ def check_drift(cfg, source: str, since=None, version: int | None = None) -> Dri
         )
     if len(entries) < cfg.monitor.min_rows:
         raise DataError(
-            f"only {len(entries)} logged rows of {target.model_name} version {target.version} in {_where(source, since)}; "
+            f"only {len(entries)} logged rows of {target.model_name} version {target.version} in {_where(source, since)}{hint}; "
             f"drift needs at least {cfg.monitor.min_rows} (monitor.min_rows): wait for more traffic or widen --since"
         )
     result = drift.compare(profile, entries, target.version, cfg.monitor.psi_threshold)
@@ -221,7 +224,7 @@ def evaluate_live(cfg, source: str, outcomes_path: str | Path, label_column: str
 
     label = label_column or cfg.train.labels_column
     outcomes = read_outcomes(outcomes_path, label)
-    target, entries = _entries(source, since, cfg.mlflow.model_name, cfg.mlflow.alias, version)
+    target, entries, hint = _entries(source, since, cfg.mlflow.model_name, cfg.mlflow.alias, version)
     schema_dict = _run_json(target, SCHEMA_FILE)
     if schema_dict is None:
         raise RegistryError(f"version {target.version} of {target.model_name}: its run has no {SCHEMA_FILE}; was it trained by this template?")
@@ -230,7 +233,7 @@ def evaluate_live(cfg, source: str, outcomes_path: str | Path, label_column: str
     if joined.empty:
         raise DataError(
             f"none of the {len(outcomes)} outcomes matches a logged request of {target.model_name} version {target.version} "
-            f"in {_where(source, since)}; check the request ids (and --version)"
+            f"in {_where(source, since)}{hint}; check the request ids (and --version)"
         )
     metrics = _live_metrics(joined, label, schema, cfg.train)
     _log_live(target, metrics, len(joined))
