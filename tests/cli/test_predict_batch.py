@@ -103,12 +103,13 @@ def test_parquet_in_and_out_in_small_chunks(trained):
     source = root / "incoming.parquet"
     frame.to_parquet(source, index=False)
     out = root / "scored.parquet"
+    (root / "scored.errors.csv").write_text("row,column,reason\n1,clinic,an earlier run's refusal\n")
     result = run_predict(store, root, "--input", str(source), "--output", str(out), "--keep", "patient", "--chunk-rows", "7")
     assert result.returncode == 0, result.stderr
     scored = pd.read_parquet(out)
     assert len(scored) == 40 and list(scored["patient"]) == list(frame["patient"])
     assert "refused" not in result.stdout
-    assert not (root / "scored.errors.csv").exists(), "no refusal this time: the CSV run's errors file is not left behind"
+    assert not (root / "scored.errors.csv").exists(), "no refusal this time: an earlier run's errors file is not left behind"
     whole = run_predict(store, root, "--input", str(source), "--output", str(root / "whole.parquet"))
     assert whole.returncode == 0
     assert pd.read_parquet(root / "whole.parquet")["prediction"].tolist() == scored["prediction"].tolist(), "chunking changes nothing"
