@@ -392,3 +392,35 @@ def test_a_log_of_another_version_only_is_named_in_the_error(tracked, tmp_path):
     cfg = parse_config(json.loads((root / "config.json").read_text()))
     with pytest.raises(DataError, match=rf"only 0 logged rows of {MODEL} version {version} in .* \(the log also holds version {version + 4}: pass --version N"):
         check_drift(cfg, _written(tmp_path / "other", items))
+
+
+def test_multiclass_a_constant_feature_an_all_missing_live_column_and_a_new_category():
+    from tand.schema import Feature, FeatureSchema
+    from tand.training.evaluate import Predictions
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"flat": np.full(400, 5.0), "level": rng.integers(1, 4, 400), "size": rng.normal(size=400)})
+    schema = FeatureSchema(
+        (Feature("flat", "numeric", "number"), Feature("level", "categorical", "integer"), Feature("size", "numeric", "number")),
+        "classification", "y", classes=("low", "mid", "high"),
+    )  # fmt: skip
+    built = profile.build(X, schema, Predictions(None, rng.choice(["low", "mid", "high"], 200), None, None))
+    assert built["features"]["flat"]["edges"] == [5.0] and built["features"]["flat"]["shares"] == [0.0, 1.0]
+    same = pd.DataFrame({
+        "time": pd.Timestamp.now(tz="UTC"),
+        "features": [{"flat": 5.0, "level": int(v), "size": float(s)} for v, s in zip(rng.integers(1, 4, 300), rng.normal(size=300))],
+        "prediction": rng.choice(["low", "mid", "high"], 300),
+    })  # fmt: skip
+    steady = drift.compare(built, same, 1, 0.2)
+    assert steady.drifted == [] and {s.name: s.psi for s in steady.features}["flat"] == 0.0
+    assert steady.prediction.bins == ["low", "mid", "high", "(other)", "(missing)"]
+
+    moved = same.copy()
+    moved["features"] = [{"flat": 5.0, "level": 7 if i % 2 else f["level"], "size": None} for i, f in enumerate(same["features"])]
+    moved["prediction"] = ["high"] * 300
+    result = drift.compare(built, moved, 1, 0.2)
+    shifts = {s.name: s for s in result.features}
+    assert shifts["level"].unseen == pytest.approx(0.5) and shifts["level"].drifted  # 7: never seen in training
+    assert shifts["size"].missing_live == 1.0 and shifts["size"].drifted and np.isfinite(shifts["size"].psi)  # all missing
+    assert not shifts["flat"].drifted and result.prediction.drifted
+    assert set(result.drifted) == {"level", "size", "(prediction)"}
