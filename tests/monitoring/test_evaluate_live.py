@@ -152,6 +152,10 @@ def test_conflicting_duplicate_outcomes_and_a_bad_row_number_are_refused(tmp_pat
     frame = pd.DataFrame({"request_id": ["a", "a", "b", "b", "c"], "row": [0, 0, 0, 1, 0], "y": [1, 1, 0, 1, 0]})
     frame.to_csv(tmp_path / "same.csv", index=False)
     assert len(live_checks.read_outcomes(tmp_path / "same.csv", "y")) == 4  # the same outcome twice counts once
+    frame.loc[[0, 1], "row"] = None
+    frame.to_csv(tmp_path / "empty_row.csv", index=False)
+    assert live_checks.read_outcomes(tmp_path / "empty_row.csv", "y")["row"].tolist() == [0, 0, 1, 0]  # empty: row 0
+    frame.loc[[0, 1], "row"] = 0
     frame.loc[4, ["request_id", "row"]] = ["b", 1]
     frame.to_csv(tmp_path / "twice.csv", index=False)
     with pytest.raises(DataError, match=r"1 row\(s\) have two different labels \(first: request_id 'b', row 1, data row 4\)"):

@@ -174,13 +174,13 @@ def read_outcomes(path: str | Path, label_column: str) -> pd.DataFrame:
     frame["request_id"] = frame["request_id"].astype(str)
     if "row" in frame.columns:
         rows = pd.to_numeric(frame["row"], errors="coerce")
-        wrong = rows.isna() | (rows % 1 != 0) | (rows < 0)
+        wrong = (rows.isna() & frame["row"].notna()) | (rows.notna() & ((rows % 1 != 0) | (rows < 0)))
         if wrong.any():
             raise DataError(
                 f"--outcomes {path}: data row {_line(frame, wrong)} has row {frame['row'][wrong].tolist()[0]!r}; "
                 "give the row within its request as a whole number (0 for the first)"
             )
-        frame["row"] = rows.astype(int)
+        frame["row"] = rows.fillna(0).astype(int)  # an empty row: the request's only (first) row
     keys = [c for c in ("request_id", "row") if c in frame.columns]
     frame = frame.drop_duplicates(subset=[*keys, label_column])  # the same outcome twice is one outcome
     if "row" in frame.columns:  # without it, _join decides (a request of several rows needs it)
