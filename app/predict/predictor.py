@@ -4,8 +4,10 @@ Rows are tuples of feature values in the schema's order (what app.predict.parser
 FeatureSchema.rows turns dicts into them).
 
 1. compiled preprocessing + the MLP's NumPy forward pass (the template's default model);
-2. compiled preprocessing + the fitted scikit-learn estimator called on the float matrix;
-3. the whole pipeline on a DataFrame, for a preprocessor this template did not build.
+2. compiled preprocessing + LightGBM's, XGBoost's or CatBoost's own predict on the float matrix, on one
+   thread for a request's few rows (tand.compiled.boosters);
+3. compiled preprocessing + the fitted scikit-learn estimator called on the float matrix;
+4. the whole pipeline on a DataFrame, for a preprocessor this template did not build.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from tand.compiled.model import CompiledPreprocessor, NumericBlock, NumpyMLP
+from tand.compiled.model import CodeBlock, CompiledPreprocessor, NativeBooster, NumericBlock, NumpyMLP
 from app.predict.parser import MAX_MAGNITUDE
 from tand.schema import FeatureSchema
 
@@ -48,7 +50,8 @@ class Predictor:
         self._pipeline = pipeline if preprocessor is None else None
         self._classifier = schema.task == "classification"
         model = self._estimator if self._estimator is not None else pipeline
-        self._proba = self._classifier and (isinstance(model, NumpyMLP) or hasattr(model, "predict_proba"))
+        self._compiled = isinstance(self._estimator, (NumpyMLP, NativeBooster))  # predict_with_proba / predict
+        self._proba = self._classifier and (self._compiled or hasattr(model, "predict_proba"))
         self.class_names, self._order = self._class_layout(model)
         # Binary with a stored threshold: the label is the positive class where its probability reaches it
         # (as tand.training.evaluate.decide did for the metrics); else the model's own label.
@@ -63,6 +66,8 @@ class Predictor:
         """Which path answers: reported by GET /model."""
         if isinstance(self._estimator, NumpyMLP):
             return "numpy"
+        if isinstance(self._estimator, NativeBooster):
+            return f"numpy-preprocessing+{self._estimator.library}"
         return "numpy-preprocessing+estimator" if self._preprocessor is not None else "dataframe-pipeline"
 
     @property
@@ -76,9 +81,9 @@ class Predictor:
         return self._proba
 
     @property
-    def snapshot_parts(self) -> tuple[CompiledPreprocessor, NumpyMLP] | None:
-        """What a snapshot can hold: only a model that runs on NumPy alone."""
-        if isinstance(self._estimator, NumpyMLP):
+    def snapshot_parts(self) -> tuple[CompiledPreprocessor, NumpyMLP | NativeBooster] | None:
+        """What a snapshot can hold: a model that runs on NumPy alone, or NumPy and its boosting library."""
+        if self._compiled:
             return self._preprocessor, self._estimator
         return None
 
@@ -133,7 +138,7 @@ class Predictor:
     def _run(self, X, model, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._check and isinstance(X, np.ndarray):
             self._check_inputs(X)
-        if isinstance(model, NumpyMLP):
+        if isinstance(model, (NumpyMLP, NativeBooster)):
             labels, proba = model.predict_with_proba(X) if self._classifier else (model.predict(X), None)
         else:
             # Both calls: for some estimators (SVC) predict is not the argmax of predict_proba.
@@ -162,6 +167,8 @@ class Predictor:
         for block in self._preprocessor.blocks if self._preprocessor is not None else ():
             if isinstance(block, NumericBlock):
                 names += list(block.columns)
+            elif isinstance(block, CodeBlock):  # one column per feature, holding a category's code
+                names += [None if numeric_only else column for column in block.columns]
             else:
                 for column, values in zip(block.columns, block.categories):
                     names += [None if numeric_only else column] * len(values)
@@ -178,7 +185,11 @@ class Predictor:
 
     @property
     def compiled_preprocessor(self) -> CompiledPreprocessor | None:
-        """The compiled preprocessing, for callers that build its matrix column by column (app/predict/columns.py)."""
+        """The compiled preprocessing, for callers that build its matrix column by column (app/predict/columns.py);
+        None when it has code blocks (the boosting models' categories), which columns.matrix does not build:
+        such callers use predict_rows, whose rows the same compiled preprocessing reads."""
+        if self._preprocessor is None or any(isinstance(block, CodeBlock) for block in self._preprocessor.blocks):
+            return None
         return self._preprocessor
 
     def predict_matrix(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -208,4 +219,4 @@ class Predictor:
 
 def fitted_classes(model) -> list[str]:
     """The class labels in the order of the model's outputs (its probability columns, its scores)."""
-    return [str(c) for c in (model.classes if isinstance(model, NumpyMLP) else model.classes_)]
+    return [str(c) for c in (model.classes if isinstance(model, (NumpyMLP, NativeBooster)) else model.classes_)]

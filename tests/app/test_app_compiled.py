@@ -203,3 +203,87 @@ def test_a_row_gets_the_same_answer_alone_and_in_any_batch(served):
     for size in (1, 2, 3, 5, 17, 64, 129):
         start = int(rng.integers(0, len(rows) - size))
         assert predictor.answers(rows[start : start + size]) == whole[start : start + size], size
+
+
+# -- the boosting models: numbers passed through, categories as codes, the library's own predict --------------
+
+BOOSTED = {"binary": ("yes", "no"), "multiclass": ("low", "mid", "high"), "regression": None}
+
+
+def _boosted_frame(n: int, seed: int) -> pd.DataFrame:
+    frame = _mixed_frame(n, seed, missing=True)
+    frame.loc[::5, "count"] = np.nan
+    frame.loc[::13, "rooms"] = np.nan  # an integer category missing: pandas holds the column as floats
+    return frame
+
+
+def _boosted_pipeline(library: str, kind: str):
+    from tand.models.boosting import build_boosting
+    from tand.training.pipeline import build_native_preprocessor, categorical_positions
+
+    task = "regression" if kind == "regression" else "classification"
+    schema = FeatureSchema(MIXED.features, task, "kind", BOOSTED[kind])
+    train = _boosted_frame(300, 10)
+    signal = train["size"].fillna(5) + 2 * (train["colour"] == "red") - train["count"].fillna(50) / 40
+    if kind == "regression":
+        target = 3 * signal.to_numpy()
+    elif kind == "binary":
+        target = np.where(signal > 5, "yes", "no")
+    else:
+        target = np.select([signal < 4, signal < 6], ["low", "mid"], "high")
+    estimator = build_boosting(task, library, {"n_estimators": 25}, 0, categorical_positions(schema))
+    pipeline = Pipeline([("preprocessor", build_native_preprocessor(schema)), ("model", estimator)]).fit(train, target)
+    return schema, pipeline
+
+
+def _boosted_requests(n: int) -> tuple[list[dict], pd.DataFrame]:
+    """Rows as the API parses them (None for missing) and the frame the DataFrame path would build."""
+    records = _boosted_frame(n, 11).astype(object).where(lambda f: f.notna(), None).to_dict("records")
+    records[0]["colour"] = "purple"  # unknown to the encoder: NaN, as handle_unknown="use_encoded_value" does
+    records[1]["rooms"] = 7  # an unknown integer category
+    records[2] = {name: None for name in records[2]}  # every feature missing
+    frame = pd.DataFrame(records)
+    frame[["size", "count"]] = frame[["size", "count"]].astype(np.float64)
+    return records, frame
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost", "catboost"])
+@pytest.mark.parametrize("kind", list(BOOSTED))
+def test_boosting_models_are_served_from_numpy_and_their_own_booster_as_the_pipeline_answers(library, kind):
+    schema, pipeline = _boosted_pipeline(library, kind)
+    records, frame = _boosted_requests(300)
+    predictor = build_predictor(pipeline, schema, records[5])
+    assert predictor.inference == f"numpy-preprocessing+{library}"
+    # The preprocessing: bitwise the fitted ColumnTransformer's (NaN where it gives NaN), from dicts and from rows.
+    compiled = compile_preprocessor(pipeline[0])
+    expected_X = pipeline[0].transform(frame)
+    assert np.array_equal(compiled.transform(records), expected_X, equal_nan=True)
+    rows = schema.rows(records)
+    assert np.array_equal(compiled.bind(schema.names)(rows), expected_X, equal_nan=True)
+    assert np.isnan(expected_X[0, 2]) and np.isnan(expected_X[1, 3]) and np.isnan(expected_X[2]).all()
+    # The predictions: the pipeline's, on the whole batch (the library's threads) and one row at a time (one thread).
+    for batch in (rows, *([row] for row in rows[:5])):
+        answers = predictor.answers(batch)
+        reference = frame.iloc[[rows.index(r) for r in batch]] if len(batch) == 1 else frame
+        if kind == "regression":
+            np.testing.assert_allclose([a["prediction"] for a in answers], pipeline.predict(reference), rtol=0, atol=1e-9)
+            continue
+        assert [a["prediction"] for a in answers] == pipeline.predict(reference).tolist()
+        got = np.array([[a["probabilities"][c] for c in pipeline.classes_] for a in answers])
+        np.testing.assert_allclose(got, pipeline.predict_proba(reference), rtol=0, atol=1e-9)
+    # The compiled file's form (the library's own model bytes, no pickle) answers the same.
+    again = Predictor(schema, *from_arrays(*to_arrays(*predictor.snapshot_parts)))
+    assert again.answers(rows) == predictor.answers(rows)
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost", "catboost"])
+def test_boosting_explanations_from_the_native_booster_match_the_estimators(library):
+    from tand.models.attribution import attribute
+
+    schema, pipeline = _boosted_pipeline(library, "multiclass")
+    records, _ = _boosted_requests(80)
+    predictor = build_predictor(pipeline, schema, records[5])
+    X, native = predictor.model_input(schema.rows(records))
+    for rows in (slice(0, 1), slice(0, 80)):  # one thread, then the library's threads
+        for mine, theirs in zip(attribute(native, X[rows]), attribute(pipeline[-1], X[rows])):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12)

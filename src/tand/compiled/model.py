@@ -5,7 +5,9 @@ numbers and (SimpleImputer → OneHotEncoder) for categories. Their fitted state
 arrays (medians, means, scales, category lists), so a request's rows become the model's
 float matrix with a handful of NumPy operations, computed in the order scikit-learn computes
 them (the results are bitwise equal; tests prove it against `pipeline.predict_proba`).
-The PyTorch MLP's weights are NumPy arrays already. Anything else is not compiled:
+The boosting models' preprocessor (numbers passed through, categories as OrdinalEncoder codes) is a
+CodeBlock. The PyTorch MLP's weights are NumPy arrays already; a LightGBM, XGBoost or CatBoost model is
+its library's own model called directly (tand.compiled.boosters). Anything else is not compiled:
 `compile_preprocessor` / `compile_estimator` return None and the caller falls back.
 
 Compiling needs scikit-learn (it reads fitted estimators); running a compiled model and
@@ -17,11 +19,14 @@ scikit-learn; the API's local snapshots use the same file format.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from tand.compiled import boosters
+from tand.compiled.boosters import NativeBooster
 from tand.models.forward import mlp_forward
 from tand.schema import values_getter
 
@@ -101,8 +106,36 @@ class OneHotBlock:
 
 
 @dataclass(frozen=True)
+class CodeBlock:
+    """Each category as its position among the fitted ones (float), as OrdinalEncoder does with
+    handle_unknown="use_encoded_value", unknown_value=NaN, encoded_missing_value=NaN: missing or unknown → NaN."""
+
+    columns: tuple[str, ...]
+    categories: tuple[tuple, ...]  # per column, the encoder's categories_ without the missing one (sorted last)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_indexes", tuple({value: float(i) for i, value in enumerate(values)} for values in self.categories))
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+    def max_abs(self, bound: float) -> float:
+        return float(max(len(values) for values in self.categories))
+
+    def transform(self, rows: list, get) -> np.ndarray:
+        """As NumericBlock.transform: `get(row)` is the tuple of this block's values, None when a row is it."""
+        indexes, nan = self._indexes, math.nan
+        codes = [[index.get(value, nan) for value, index in zip(values, indexes)] for values in (rows if get is None else map(get, rows))]
+        return np.array(codes, dtype=np.float64).reshape(len(rows), self.width)
+
+
+Block = NumericBlock | OneHotBlock | CodeBlock
+
+
+@dataclass(frozen=True)
 class CompiledPreprocessor:
-    blocks: tuple[NumericBlock | OneHotBlock, ...]
+    blocks: tuple[Block, ...]
 
     def max_abs(self, bound: float) -> float:
         return max(block.max_abs(bound) for block in self.blocks)
@@ -178,13 +211,46 @@ def _category_fill(imputer) -> tuple | None:
     return tuple(np.asarray(imputer.statistics_, dtype=object).tolist())
 
 
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _compile_codes(encoder, columns: tuple[str, ...]) -> CodeBlock | None:
+    """tand.training.pipeline.build_native_preprocessor's OrdinalEncoder; None for any other setting."""
+    plain = encoder.handle_unknown == "use_encoded_value" and not encoder._infrequent_enabled
+    nan_out = all(isinstance(v, float) and math.isnan(v) for v in (encoder.unknown_value, encoder.encoded_missing_value))
+    if not plain or not nan_out or np.dtype(encoder.dtype) != np.float64:
+        return None
+    categories = []
+    for values in encoder.categories_:
+        values = values.tolist()
+        kept = [v for v in values if not _is_missing(v)]
+        if values[: len(kept)] != kept:  # the missing category sorts last; anywhere else the codes would shift
+            return None
+        categories.append(tuple(kept))
+    return CodeBlock(columns, tuple(categories))
+
+
+def _is_passthrough(transformer) -> bool:
+    from sklearn.preprocessing import FunctionTransformer
+
+    if isinstance(transformer, str):
+        return transformer == "passthrough"
+    return type(transformer) is FunctionTransformer and transformer.func is None and transformer.inverse_func is None
+
+
 def _compile_block(transformer, columns):
     from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
         return None
-    steps, columns = _steps(transformer), tuple(columns)
+    columns = tuple(columns)
+    if _is_passthrough(transformer):
+        return NumericBlock(columns, None, None, None)
+    if type(transformer) is OrdinalEncoder:
+        return _compile_codes(transformer, columns)
+    steps = _steps(transformer)
     imputer = steps.pop(0) if steps and type(steps[0]) is SimpleImputer else None
     if len(steps) == 1 and type(steps[0]) is OneHotEncoder:
         encoder = steps[0]
@@ -226,8 +292,12 @@ def compile_preprocessor(preprocessor) -> CompiledPreprocessor | None:
     return CompiledPreprocessor(tuple(blocks)) if blocks else None
 
 
-def compile_estimator(estimator) -> NumpyMLP | None:
+def compile_estimator(estimator) -> NumpyMLP | NativeBooster | None:
+    from tand.models.boosting import BoostingClassifier, BoostingRegressor
     from tand.models.mlp import MLPClassifier, MLPRegressor
+
+    if type(estimator) in (BoostingClassifier, BoostingRegressor) and hasattr(estimator, "model_"):
+        return boosters.from_estimator(estimator)
 
     if type(estimator) is MLPClassifier:
         return NumpyMLP(tuple(estimator.weights_), tuple(estimator.biases_), classes=np.asarray(estimator.classes_))
@@ -241,27 +311,35 @@ def compile_estimator(estimator) -> NumpyMLP | None:
 # -- the file: plain arrays + JSON in one .npz, loadable without pickle (so loading cannot run code) --
 
 FILE_FORMAT = 1  # bump when the layout changes: files of another format are then refused (ValueError)
+# A boosting model's file (code blocks, the library's own model bytes): format 2, so that code which reads
+# only format 1 refuses it (and loads through MLflow) rather than misreading it.
+BOOSTER_FORMAT = 2
 MODEL_FILE = "compiled_model.npz"
 
 
-def save(file, preprocessor: CompiledPreprocessor, mlp: NumpyMLP, meta: dict) -> None:
+def save(file, preprocessor: CompiledPreprocessor, mlp: NumpyMLP | NativeBooster, meta: dict) -> None:
     """Write the compiled model and `meta` (JSON: schema, metrics, example, identity...) to a path or file."""
     layout, arrays = to_arrays(preprocessor, mlp)
-    np.savez(file, meta=np.array(json.dumps({**meta, "format": FILE_FORMAT, "compiled": layout})), **arrays)
+    version = BOOSTER_FORMAT if isinstance(mlp, NativeBooster) else FILE_FORMAT
+    np.savez(file, meta=np.array(json.dumps({**meta, "format": version, "compiled": layout})), **arrays)
 
 
-def load(file) -> tuple[dict, CompiledPreprocessor, NumpyMLP]:
-    """(meta, preprocessor, mlp) from a path or file. Raises ValueError, KeyError or OSError when unreadable."""
+def load(file) -> tuple[dict, CompiledPreprocessor, NumpyMLP | NativeBooster]:
+    """(meta, preprocessor, estimator) from a path or file. Raises ValueError, KeyError or OSError when unreadable
+    (ImportError too is a ValueError here: a boosting library this process lacks)."""
     with np.load(file, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         arrays = {name: data[name] for name in data.files if name != "meta"}
-    if meta.get("format") != FILE_FORMAT:
-        raise ValueError(f"compiled model format {meta.get('format')!r}, this code reads {FILE_FORMAT}")
-    preprocessor, mlp = from_arrays(meta["compiled"], arrays)
+    if meta.get("format") not in (FILE_FORMAT, BOOSTER_FORMAT):
+        raise ValueError(f"compiled model format {meta.get('format')!r}, this code reads {FILE_FORMAT} and {BOOSTER_FORMAT}")
+    try:
+        preprocessor, mlp = from_arrays(meta["compiled"], arrays)
+    except ImportError as exc:
+        raise ValueError(f"compiled model: {exc}") from None
     return meta, preprocessor, mlp
 
 
-def to_arrays(preprocessor: CompiledPreprocessor, mlp: NumpyMLP) -> tuple[dict, dict[str, np.ndarray]]:
+def to_arrays(preprocessor: CompiledPreprocessor, mlp: NumpyMLP | NativeBooster) -> tuple[dict, dict[str, np.ndarray]]:
     arrays: dict[str, np.ndarray] = {}
     blocks = []
     for i, block in enumerate(preprocessor.blocks):
@@ -270,9 +348,14 @@ def to_arrays(preprocessor: CompiledPreprocessor, mlp: NumpyMLP) -> tuple[dict, 
                 if getattr(block, key) is not None:
                     arrays[f"block{i}_{key}"] = getattr(block, key)
             blocks.append({"kind": "numeric", "columns": list(block.columns)})
+        elif isinstance(block, CodeBlock):
+            blocks.append({"kind": "codes", "columns": list(block.columns), "categories": [list(c) for c in block.categories]})
         else:
             onehot = {"kind": "onehot", "columns": list(block.columns), "categories": [list(c) for c in block.categories]}
             blocks.append({**onehot, "fill": list(block.fill)} if block.fill is not None else onehot)
+    if isinstance(mlp, NativeBooster):
+        arrays["booster"] = np.frombuffer(mlp.to_bytes(), dtype=np.uint8)
+        return {"blocks": blocks, "booster": mlp.describe()}, arrays
     for i, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases)):
         arrays[f"weight{i}"], arrays[f"bias{i}"] = weight, bias
     classes = mlp.classes.tolist() if mlp.classes is not None else None
@@ -280,16 +363,20 @@ def to_arrays(preprocessor: CompiledPreprocessor, mlp: NumpyMLP) -> tuple[dict, 
     return meta, arrays
 
 
-def from_arrays(meta: dict, arrays) -> tuple[CompiledPreprocessor, NumpyMLP]:
+def from_arrays(meta: dict, arrays) -> tuple[CompiledPreprocessor, NumpyMLP | NativeBooster]:
     blocks = []
     for i, block in enumerate(meta["blocks"]):
         columns = tuple(block["columns"])
         if block["kind"] == "numeric":
             get = lambda key: arrays[f"block{i}_{key}"] if f"block{i}_{key}" in arrays else None  # noqa: E731
             blocks.append(NumericBlock(columns, get("fill"), get("mean"), get("scale")))
+        elif block["kind"] == "codes":
+            blocks.append(CodeBlock(columns, tuple(tuple(c) for c in block["categories"])))
         else:
             fill = tuple(block["fill"]) if block.get("fill") is not None else None
             blocks.append(OneHotBlock(columns, tuple(tuple(c) for c in block["categories"]), fill))
+    if "booster" in meta:
+        return CompiledPreprocessor(tuple(blocks)), boosters.from_bytes(meta["booster"], arrays["booster"].tobytes())
     layers = range(meta["layers"])
     classes = np.asarray(meta["classes"]) if meta["classes"] is not None else None
     mlp = NumpyMLP(

@@ -29,7 +29,7 @@ ONE_THREAD_ROWS = 64
 def method(model) -> str | None:
     """Which attribution `attribute` uses for `model`, or None when none is supported."""
     name = type(model).__name__
-    if hasattr(model, "library") and hasattr(model, "model_"):
+    if (hasattr(model, "library") and hasattr(model, "model_")) or name == "NativeBooster":
         return "treeshap"
     if name in TREES:
         return "saabas"
@@ -55,13 +55,17 @@ def attribute(model, X):
 
 
 def _boosting(model):
-    """The library's own exact TreeSHAP on the float64 matrix, with the iterations its predictions use."""
+    """The library's own exact TreeSHAP on the float64 matrix, with the iterations its predictions use; `model`
+    is tand.models.boosting's estimator or the API's tand.compiled.boosters.NativeBooster (its own booster)."""
+    from tand.compiled.boosters import NativeBooster
     from tand.models.boosting_libraries import threads
 
     categorical = tuple(int(i) for i in model.categorical)
     many = threads()
+    native = model if isinstance(model, NativeBooster) else None
     if model.library == "lightgbm":
-        booster = model.model_.booster_  # its predict, not the scikit-learn wrapper's (validation, n_jobs threads)
+        # its predict, not the scikit-learn wrapper's (validation, n_jobs threads)
+        booster = native.booster if native is not None else model.model_.booster_
 
         def raw(X):
             n = 1 if len(X) <= ONE_THREAD_ROWS else many
@@ -70,11 +74,15 @@ def _boosting(model):
     elif model.library == "xgboost":
         import xgboost
 
-        served = model.model_.get_booster()
-        # A copy on one thread for small inputs: the served booster keeps its own thread count for /predict.
-        single = served.copy()
-        single.set_param({"nthread": 1})
-        types, rounds = served.feature_types, (0, int(model.n_rounds_))
+        if native is not None:  # holds its one-thread copy already
+            served, single, end = native.booster, native.single_thread, native.rounds
+        else:
+            served = model.model_.get_booster()
+            # A copy on one thread for small inputs: the served booster keeps its own thread count for /predict.
+            single = served.copy()
+            single.set_param({"nthread": 1})
+            end = int(model.n_rounds_)
+        types, rounds = served.feature_types, (0, end)
 
         def raw(X):
             few = len(X) <= ONE_THREAD_ROWS
@@ -85,12 +93,15 @@ def _boosting(model):
     else:
         from catboost import Pool
 
+        from tand.compiled.boosters import catboost_data
+
         cat_features = list(categorical) or None
+        booster = native.booster if native is not None else model.model_
 
         def raw(X):
             n = 1 if X.shape[0] <= ONE_THREAD_ROWS else many
-            pool = Pool(model._data(X), cat_features=cat_features, thread_count=n)
-            return model.model_.get_feature_importance(pool, type="ShapValues", thread_count=n)
+            pool = Pool(catboost_data(np.asarray(X, dtype=np.float64), categorical), cat_features=cat_features, thread_count=n)
+            return booster.get_feature_importance(pool, type="ShapValues", thread_count=n)
 
     def attribute(X):
         out = np.asarray(raw(X), dtype=np.float64)
