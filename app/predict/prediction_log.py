@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from app.predict.log_sinks import Entry, SinkError, open_sink
+from app.predict.log_sinks import CREATE_TABLE, TABLE, Entry, SinkError, open_sink  # noqa: F401 - the table's DDL re-exported (tests create it)
 
 log = logging.getLogger("app")
 
