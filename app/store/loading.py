@@ -115,6 +115,7 @@ def build_predictor(pipeline, schema: FeatureSchema, example: dict) -> Predictor
     if preprocessor is None:
         log.info("the preprocessor is not one this API compiles: predictions go through a DataFrame")
         return fallback
+    # The MLP as NumPy, a boosting model as its library's own booster; any other estimator is called as it is.
     estimator = compile_estimator(pipeline[-1]) or pipeline[-1]
     fast = Predictor(schema, preprocessor=preprocessor, estimator=estimator)
     # A cheap guard at load time: the compiled path must answer as the pipeline does, on the example and,

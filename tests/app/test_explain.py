@@ -128,7 +128,7 @@ def test_each_run_logs_its_global_explanation(served):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mlp", "lightgbm", "random_forest"])
+@pytest.mark.parametrize("name", ["mlp", "lightgbm", "xgboost", "catboost", "random_forest"])
 def test_the_explainer_is_built_once_and_explains_the_predictions_own_input(served, name):
     from app.predict.explain import explained, explained_answers
     from app.store.loading import load_from_registry
@@ -140,3 +140,22 @@ def test_the_explainer_is_built_once_and_explains_the_predictions_own_input(serv
     once = explained(predictor, rows, predictor.answers(rows))
     assert predictor.explainer is predictor.explainer
     assert explained_answers(predictor, rows) == once
+    if name in ("lightgbm", "xgboost", "catboost"):
+        # Served by the library's own booster on the compiled matrix; explained by TreeSHAP on that same matrix,
+        # exactly as from the pipeline's fitted estimator on the pipeline's own transform.
+        from tand.models.attribution import attribute
+
+        assert predictor.inference == f"numpy-preprocessing+{name}"
+        X, native = predictor.model_input(rows)
+        pipeline = _pipeline(store, name)
+        frame_X = pipeline[0].transform(pd.DataFrame(rows, columns=predictor.schema.names))
+        assert np.array_equal(X, frame_X, equal_nan=True)
+        for mine, theirs in zip(attribute(native, X), attribute(pipeline[-1], frame_X)):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12)
+
+
+def _pipeline(store, name: str):
+    import mlflow.sklearn
+
+    client = store.client()
+    return mlflow.sklearn.load_model(client.get_model_version_download_uri(f"explained-{name}", "1"))

@@ -1,8 +1,9 @@
 """The compiled model file training logged with a version, read without MLflow: a first load in about a second.
 
-Training logs `compiled_model.npz` beside the pickled pipeline when the model compiles to NumPy
-(the template's MLP; tand.compiled.model). Reading it needs neither MLflow nor scikit-learn, whose
-imports are most of a cold start. Where the version's files live is read the way
+Training logs `compiled_model.npz` beside the pickled pipeline when the model compiles (tand.compiled.model:
+the template's MLP, to NumPy alone; LightGBM, XGBoost and CatBoost, to NumPy preprocessing and the library's
+own model bytes). Reading it needs neither MLflow nor scikit-learn's pipeline, whose imports are most of a
+cold start (a boosting file needs its library; where that is missing the file is refused and MLflow loads). Where the version's files live is read the way
 tand.tracking.lookup reads the alias (its query_rows):
 - the embedded SQLite store and a database store: `model_versions.storage_location`, a local
   folder (relative to the project folder, as training stores it, or absolute);
@@ -33,8 +34,8 @@ log = logging.getLogger("app")
 
 
 def read_compiled(tracking_uri: str, name: str, target: AliasTarget) -> tuple | None:
-    """The version's compiled model as tand.compiled.model.load returns it (meta, preprocessor, mlp), or
-    None when it has none or it cannot be read this way."""
+    """The version's compiled model as tand.compiled.model.load returns it (meta, preprocessor, estimator: a
+    NumpyMLP or a NativeBooster), or None when it has none or it cannot be read this way."""
     try:
         data = _compiled_bytes(tracking_uri, name, target.version)
         if data is None:
