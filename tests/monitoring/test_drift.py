@@ -275,6 +275,7 @@ def test_the_postgresql_log_is_read_with_since_and_version(tracked, tmp_path):
         later = live_log.read(url, since=live_log.parse_since(items[100]["time"]))
         assert len(later) == ROWS - 100
         assert live_log.read(url, version=version + 5).empty
+        assert len(live_log.read(url, model_name=MODEL)) == ROWS and live_log.read(url, model_name="another-model").empty
         result = drift.compare(profile_of(store, version, tmp_path), read, version, 0.2)
         assert result.drifted == []
     finally:

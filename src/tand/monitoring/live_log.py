@@ -59,7 +59,7 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
 def read(source: str, since: datetime | None = None, version: int | None = None, model_name: str | None = None) -> pd.DataFrame:
     """The log's entries (COLUMNS) at or after `since`, of `version` and `model_name` when given, oldest first."""
     if is_url(source):
-        frame = _read_postgres(source, since, version)
+        frame = _read_postgres(source, since, version, model_name)
     else:
         frame = _read_folder(Path(source))
     if frame.empty:
@@ -161,10 +161,14 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return frame.reindex(columns=list(COLUMNS))
 
 
-def _read_postgres(url: str, since: datetime | None, version: int | None) -> pd.DataFrame:
+def _read_postgres(url: str, since: datetime | None, version: int | None, model_name: str | None = None) -> pd.DataFrame:
+    """The table's rows, filtered in the query (a shared table holds every model's and version's entries)."""
     import psycopg
 
     where, params = [], []
+    if model_name is not None:
+        where.append("model_name = %s")
+        params.append(model_name)
     if since is not None:
         where.append("time >= %s")
         params.append(since)
