@@ -315,7 +315,8 @@ def test_a_boosting_version_is_logged_with_its_compiled_file_and_served_from_it(
     rows = pickled.schema.rows(records)
     # A category the API's request schema would refuse, in process: the pipeline's NaN code, as served.
     unknown = pickled.schema.rows([{**records[0], "clinic": "nowhere"}])
-    (served_unknown,), (pipeline_unknown,) = pickled.answers(unknown), Predictor(pickled.schema, pipeline=pipeline).answers(unknown)
+    (served_unknown,) = pickled.answers(unknown)
+    (pipeline_unknown,) = Predictor(pickled.schema, pipeline=pipeline).answers(unknown)
     assert served_unknown["prediction"] == pipeline_unknown["prediction"]
     app = create_app(settings(store.uri, f"boosted-{library}", None))
     with TestClient(app) as client:

@@ -60,7 +60,8 @@ class NativeBooster:
             booster = self._single if few else self.booster
             return booster.inplace_predict(X, iteration_range=(0, self.rounds), predict_type="value", missing=self.missing)
         kind = "Probability" if self.classes is not None else self.prediction_type
-        return self.booster.predict(catboost_data(X, self.categorical), prediction_type=kind, thread_count=1 if few else _threads())
+        data = catboost_data(X, self.categorical)
+        return self.booster.predict(data, prediction_type=kind, thread_count=1 if few else _threads())
 
     def predict_with_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """As BoostingClassifier.predict and predict_proba."""

@@ -114,7 +114,8 @@ class CodeBlock:
     categories: tuple[tuple, ...]  # per column, the encoder's categories_ without the missing one (sorted last)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_indexes", tuple({value: float(i) for i, value in enumerate(values)} for values in self.categories))
+        indexes = tuple({value: float(i) for i, value in enumerate(values)} for values in self.categories)
+        object.__setattr__(self, "_indexes", indexes)
 
     @property
     def width(self) -> int:
@@ -126,7 +127,8 @@ class CodeBlock:
     def transform(self, rows: list, get) -> np.ndarray:
         """As NumericBlock.transform: `get(row)` is the tuple of this block's values, None when a row is it."""
         indexes, nan = self._indexes, math.nan
-        codes = [[index.get(value, nan) for value, index in zip(values, indexes)] for values in (rows if get is None else map(get, rows))]
+        values_of = rows if get is None else map(get, rows)
+        codes = [[index.get(value, nan) for value, index in zip(values, indexes)] for values in values_of]
         return np.array(codes, dtype=np.float64).reshape(len(rows), self.width)
 
 
