@@ -5,7 +5,11 @@
 Trains each model on the template's example (examples/breast_cancer.csv) into a temporary MLflow store,
 serves it with uvicorn (one worker) on 127.0.0.1, and sends the same row one request at a time over one
 kept-alive connection: p50 and p95 of the app's own time (Server-Timing) and p50 of the round trip, with and
-without explain, and requests per second (sequential; bench/serve_bench.py measures concurrency).
+without explain, and requests per second (sequential; bench/serve_bench.py measures concurrency). Then, in
+this process, one row through the predictor the API serves (compiled preprocessing; the MLP's NumPy forward
+pass, a boosting library's own booster on one thread) against the pickled pipeline on a DataFrame (what the
+boosting models were served by before): p50 per call and the ratio, plain and explained. The machine's load
+average is printed first and last (a shared machine's numbers move with it).
 The issue's target: explain=true p50 under 5 ms for the MLP and the boosting models.
 """
 
@@ -83,12 +87,44 @@ def timings(client: httpx.Client, url: str, row: dict, n: int) -> tuple[float, f
     return statistics.median(app), p95, statistics.median(trip), n / (time.perf_counter() - started)
 
 
+def in_process(store: Path, name: str, row: dict, n: int) -> dict[str, float]:
+    """p50 ms per one-row call: the served predictor and the pickled pipeline's DataFrame path, plain and explained."""
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+
+    from app.predict.explain import NotExplainable, explained_answers
+    from app.predict.predictor import Predictor
+    from app.store.loading import load_from_registry
+
+    uri, model = f"sqlite:///{store / 'db.sqlite'}", f"bench-{name}"
+    served = load_from_registry(uri, model, 1).predictor
+    location = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri(model, "1")
+    pipeline = Predictor(served.schema, pipeline=mlflow.sklearn.load_model(location))
+    rows = served.schema.rows([row])
+    out = {}
+    for label, predictor in (("served", served), ("pipeline", pipeline)):
+        for kind, call in (("plain", predictor.answers), ("explain", lambda r, p=predictor: explained_answers(p, r))):
+            times = []
+            try:
+                for i in range(n + 20):
+                    t = time.perf_counter()
+                    call(rows)
+                    if i >= 20:
+                        times.append((time.perf_counter() - t) * 1000)
+            except NotExplainable:  # the pickled MLP (PyTorch) has no explanation; its NumPy form has
+                times = [float("nan")]
+            out[f"{label} {kind}"] = statistics.median(times)
+    out["inference"] = served.inference
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500, help="sequential requests per measurement")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     args = parser.parse_args()
     row = pd.read_csv(EXAMPLE).drop(columns=LABEL).iloc[0].to_dict()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder)
         for port, name in enumerate(args.models.split(","), start=18731):
@@ -104,6 +140,12 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(10)
+            t = in_process(store, name, row, args.requests)
+            print(f"{'':19s} in process ({t['inference']}): {t['served plain']:.3f} ms vs the DataFrame pipeline "
+                  f"{t['pipeline plain']:.3f} ms ({t['pipeline plain'] / t['served plain']:.0f}x) | explained "
+                  f"{t['served explain']:.3f} ms vs {t['pipeline explain']:.3f} ms "
+                  f"({t['pipeline explain'] / t['served explain']:.0f}x)", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":
