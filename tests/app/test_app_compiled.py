@@ -341,3 +341,23 @@ def _pipeline_of_version(uri: str, name: str, version: int):
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     return mlflow.sklearn.load_model(client.get_model_version_download_uri(name, str(version)))
+
+
+def test_a_boosting_model_whose_predictions_the_native_path_does_not_reproduce_keeps_its_estimator():
+    from tand.models.boosting import build_boosting
+    from tand.training.pipeline import build_native_preprocessor, categorical_positions
+
+    schema = FeatureSchema(MIXED.features, "classification", "kind", BOOSTED["multiclass"])
+    train = _boosted_frame(200, 12)
+    target = np.select([train["size"].fillna(5) < 4, train["size"].fillna(5) < 6], ["low", "mid"], "high")
+    # multi:softmax: XGBoost's scikit-learn wrapper computes the probabilities itself (softmax of the margins).
+    estimator = build_boosting("classification", "xgboost", {"n_estimators": 10, "objective": "multi:softmax"}, 0,
+                               categorical_positions(schema))  # fmt: skip
+    pipeline = Pipeline([("preprocessor", build_native_preprocessor(schema)), ("model", estimator)]).fit(train, target)
+    records, frame = _boosted_requests(50)
+    predictor = build_predictor(pipeline, schema, records[5])
+    assert predictor.inference == "numpy-preprocessing+estimator" and predictor.snapshot_parts is None
+    answers = predictor.answers(schema.rows(records))
+    assert [a["prediction"] for a in answers] == pipeline.predict(frame).tolist()
+    got = np.array([[a["probabilities"][c] for c in pipeline.classes_] for a in answers])
+    np.testing.assert_allclose(got, pipeline.predict_proba(frame), rtol=0, atol=1e-12)
