@@ -249,7 +249,7 @@ def _boosted_requests(n: int) -> tuple[list[dict], pd.DataFrame]:
 
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost", "catboost"])
 @pytest.mark.parametrize("kind", list(BOOSTED))
-def test_boosting_models_are_served_from_numpy_and_their_own_booster_as_the_pipeline_answers(library, kind):
+def test_boosting_models_are_served_from_numpy_and_their_own_booster_as_the_pipeline_answers(library, kind, tmp_path):
     schema, pipeline = _boosted_pipeline(library, kind)
     records, frame = _boosted_requests(300)
     predictor = build_predictor(pipeline, schema, records[5])
@@ -274,6 +274,10 @@ def test_boosting_models_are_served_from_numpy_and_their_own_booster_as_the_pipe
     # The compiled file's form (the library's own model bytes, no pickle) answers the same.
     again = Predictor(schema, *from_arrays(*to_arrays(*predictor.snapshot_parts)))
     assert again.answers(rows) == predictor.answers(rows)
+    cache, target = SnapshotCache(tmp_path, "m"), AliasTarget(1, "run", "models:/m-1")
+    cache.write(target, Snapshot(schema, {}, records[5], *predictor.snapshot_parts))
+    restored = cache.read(target)
+    assert Predictor(restored.schema, restored.preprocessor, restored.mlp).answers(rows) == predictor.answers(rows)
 
 
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost", "catboost"])
