@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import UNAUTHORIZED, presented_token
 from app.predict.coalesce import MAX_COALESCED_ROWS, Coalescer
-from app.predict.explain import NotExplainable, explained, wants_explanation
+from app.predict.explain import NotExplainable, explained_answers, wants_explanation
 from app.store.serving import ModelStore
 from app.predict.predictor import OutOfRange
 from app.predict.parser import MAX_ERRORS, RequestError
@@ -141,14 +141,15 @@ class PredictEndpoint:
             return None
         try:
             rows, batch = served.parser.parse(body)
-            if len(rows) > THREAD_ROWS:
+            if scope.get("query_string") and wants_explanation(scope):  # app/predict/explain.py
+                # answers and explanations from one model input matrix, in a thread
+                answers = await run_in_threadpool(explained_answers, served.predictor, rows)
+            elif len(rows) > THREAD_ROWS:
                 answers = await run_in_threadpool(served.predictor.answers, rows)
             elif len(rows) <= MAX_COALESCED_ROWS and served.predictor.batch_invariant:
                 answers = await self._coalescer.answers(served, rows)
             else:
                 answers = served.predictor.answers(rows)
-            if scope.get("query_string") and wants_explanation(scope):  # app/predict/explain.py
-                answers = await run_in_threadpool(explained, served.predictor, rows, answers)
         except NotExplainable as exc:
             await send_json(send, 422, to_json({"detail": str(exc)}))
             return 422
