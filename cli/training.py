@@ -149,6 +149,8 @@ def test(c, quick=False, k=None, path="tests", serial=False):
     if k:
         args += ["-k", k]
     side = None
+    if not (quick or k):
+        args += ["--durations=12"]  # where a full run's time goes (CI prints it)
     if not (serial or quick or k) and Path(target).resolve() == (Path(REPO_ROOT) / "tests").resolve():
         log_path = Path(tempfile.mkdtemp(prefix="tand-side-tests-")) / "pytest.log"
         side, log = _side_run(args, log_path)
