@@ -16,8 +16,8 @@ Without --project it trains the default config (5 epochs: the network's size, no
 sets the speed) into a temporary project. Needs wrk (Debian: apt-get install wrk).
 
 With --log it measures only the prediction log's cost: this API with and without PREDICTION_LOG (a JSONL
-folder), interleaved at 64 connections (and 1), and prints the throughput ratio logged/unlogged with the
-entries written and dropped.
+folder), interleaved at 64 connections (and 1), and prints the throughput ratio logged/unlogged, the server's
+CPU per request, the entries written and dropped, and the CPU the log's writer thread and its encoding used.
 """
 
 from __future__ import annotations
@@ -327,6 +327,7 @@ def log_cost(plain: Target, scratch: Path, args) -> None:
     written = sum(sum(1 for _ in path.open("rb")) for path in folder.glob("*.jsonl"))
     said = [line for line in logged.process.stderr.read().decode(errors="replace").splitlines() if "writer thread used" in line]
     writer_cpu = float(said[-1].split("used ")[1].split(" s")[0]) if said else None
+    encode_cpu = float(said[-1].split("event loop ")[1].split(" s")[0]) if said and "event loop " in said[-1] else 0.0
     sent = sum(r["requests"] for (name, _), runs in results.items() if name == logged.name for r in runs)
     median = lambda name, connections, key: statistics.median(r[key] for r in results[(name, connections)])  # noqa: E731
     print("\nsingle-row predict with and without the prediction log, wrk -t1 (median of rounds)")
@@ -343,8 +344,9 @@ def log_cost(plain: Target, scratch: Path, args) -> None:
               f"{100 * paired:.1f} %), CPU per request {100 * cpu:.1f} %")
     print(f"entries: {written} written, {dropped:.0f} dropped, of {sent} requests answered in the measured runs (plus warm-up)")
     if writer_cpu is not None and written:
-        per_entry = writer_cpu * 1e6 / written
-        print(f"writer thread: {writer_cpu:.2f} s of CPU, {per_entry:.1f} µs an entry = {100 * per_entry / median(plain.name, 64, 'cpu_us'):.1f} % "
+        per_entry, encoding = writer_cpu * 1e6 / written, encode_cpu * 1e6 / written
+        print(f"writer thread: {writer_cpu:.2f} s of CPU, {per_entry:.1f} µs an entry; encoding on the event loop: {encode_cpu:.2f} s, "
+              f"{encoding:.1f} µs an entry; together {100 * (per_entry + encoding) / median(plain.name, 64, 'cpu_us'):.1f} % "
               f"of the unlogged server's CPU per request at 64 connections")
 
 

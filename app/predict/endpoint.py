@@ -13,8 +13,9 @@ each field, 503 while no model is loaded, all as JSON {"detail": ...}. Each is c
 for /metrics (app/metrics.py) after it is sent.
 
 With the prediction log on (`log`, set by app.main), a 200 answer carries X-Request-ID (the client's, or a
-new one) and, after it is sent, its rows and answers are appended to the log's bounded queue: no encoding
-or I/O on the event loop (app/predict/prediction_log.py). With it off, the path is unchanged.
+new one) and, after it is sent, its rows and answers are appended to the log's bounded queue as entries;
+they are encoded a batch at a time and written by a thread, so no I/O is on the event loop
+(app/predict/prediction_log.py). With it off, the path is unchanged.
 """
 
 from __future__ import annotations

@@ -235,16 +235,78 @@ def test_an_unreachable_sink_at_start_up_serves_logs_one_error_and_counts_drops(
 
 
 def test_entries_of_a_regression_batch_with_an_excluded_column():
+    from datetime import UTC, datetime
     from types import SimpleNamespace
 
     import msgspec
 
-    from app.predict.prediction_log import _Clock, _Columns, _waiting, entries
+    from app.predict.prediction_log import _Columns, entries
 
     served = SimpleNamespace(name="m", version=3, schema=SimpleNamespace(names=["a", "b c", "d"]), predictor=SimpleNamespace(class_names=None))
-    waiting = _waiting("r1", served, [(1.5, "x", None), (2, "y", 4.0)], [{"prediction": 0.25}, {"prediction": -1.0}], 2.5)
-    lines = [msgspec.json.decode(msgspec.json.encode(e)) for e in entries([waiting], _Columns(frozenset({"a"})), _Clock())]
+    answered = datetime(2026, 12, 3, 12, 0, 1, 250, tzinfo=UTC)
+    made = entries("r1", served, [(1.5, "x", None), (2, "y", 4.0)], [{"prediction": 0.25}, {"prediction": -1.0}], 2.5, _Columns(frozenset({"a"})), answered)
+    lines = [msgspec.json.decode(line) for line in msgspec.json.Encoder().encode_lines(made).splitlines()]
     assert [(e["row"], e["features"], e["prediction"], e["probabilities"], e["model_version"]) for e in lines] == [
         (0, {"b c": "x", "d": None}, 0.25, None, 3), (1, {"b c": "y", "d": 4.0}, -1.0, None, 3)
     ]
-    assert lines[0]["time"].endswith("Z") and lines[0]["time"] == lines[1]["time"]
+    assert lines[0]["time"] == lines[1]["time"] == "2026-12-03T12:00:01.000250Z"
+    one_kept = entries("r2", served, [(1.5, "x", None)], [{"prediction": 1.0}], 1.0, _Columns(frozenset({"a", "d"})), answered)
+    assert msgspec.json.decode(msgspec.json.encode(one_kept[0].features)) == {"b c": "x"}
+
+
+def test_entries_of_a_classification_request_hold_the_probabilities_by_class():
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    import msgspec
+
+    from app.predict.prediction_log import _Columns, entries
+
+    served = SimpleNamespace(name="m", version=1, schema=SimpleNamespace(names=["a", "b"]), predictor=SimpleNamespace(class_names=["no", "yes"]))
+    answers = [{"prediction": "yes", "probabilities": {"no": 0.25, "yes": 0.75}}]
+    (entry,) = entries("r", served, [(1.0, 2.0)], answers, 0.5, _Columns(frozenset()), datetime.now(UTC))
+    line = msgspec.json.decode(msgspec.json.encode(entry))
+    assert (line["features"], line["prediction"], line["probabilities"], line["row"]) == ({"a": 1.0, "b": 2.0}, "yes", {"no": 0.25, "yes": 0.75}, 0)
+
+
+def test_the_log_seals_entries_on_the_event_loop_and_its_thread_writes_them_in_order(tmp_path):
+    """More than SEAL_ROWS single-row requests and a batch, through the real log, JSONL folder and Parquet:
+    sealed by count and by the timer (no request after the last), written by the thread, in order."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    import pyarrow.parquet as pq
+
+    from app.metrics import Metrics
+    from app.predict.prediction_log import SEAL_ROWS, PredictionLog
+    from app.settings import PredictionLogSettings
+
+    served = SimpleNamespace(name="m", version=2, schema=SimpleNamespace(names=["a", "b"]), predictor=SimpleNamespace(class_names=["no", "yes"]))
+    n = SEAL_ROWS * 2 + 5
+
+    async def requests(log: PredictionLog) -> None:
+        for i in range(n):
+            log.add(f"r{i}", served, [(float(i), "x")], [{"prediction": "yes", "probabilities": {"no": 0.5, "yes": 0.5}}], 1.0)
+        log.add("batch", served, [(1.0, "p"), (2.0, "q")], [{"prediction": "no", "probabilities": {"no": 1.0, "yes": 0.0}}] * 2, 2.0)
+        deadline = time.monotonic() + 30
+        while log.waiting and time.monotonic() < deadline:  # the timer seals the last ones, the thread writes them
+            await asyncio.sleep(0.05)
+        assert log.waiting == 0
+
+    for fmt in ("jsonl", "parquet"):
+        folder = tmp_path / fmt
+        log = PredictionLog(PredictionLogSettings(path=folder, format=fmt), Metrics())
+        log.start()
+        asyncio.run(requests(log))
+        log.stop()
+        if fmt == "jsonl":
+            lines = jsonl_entries(folder)
+        else:
+            lines = [{**e, "features": json.loads(e["features"]), "probabilities": json.loads(e["probabilities"])}
+                     for path in sorted(folder.glob("*.parquet")) for e in pq.read_table(path).to_pylist()]  # fmt: skip
+        assert [(e["request_id"], e["row"], e["features"]["a"]) for e in lines] == [(f"r{i}", 0, float(i)) for i in range(n)] + [
+            ("batch", 0, 1.0), ("batch", 1, 2.0)
+        ]
+        assert lines[0]["probabilities"] == {"no": 0.5, "yes": 0.5} and lines[-1]["features"] == {"a": 2.0, "b": "q"}
+        assert all(e["model_name"] == "m" and e["model_version"] == 2 for e in lines)
