@@ -1,8 +1,8 @@
 """Where the prediction log's entries go (app/predict/prediction_log.py turns answered requests into them).
 
 A folder of JSONL files (complete lines, flushed each batch) or Parquet files (`*.parquet.part` while written,
-renamed `*.parquet` when rotated or closed), named predictions-<UTC start>-<pid>-<seq>, rotated every
-ROTATE_ROWS entries or ROTATE_SECONDS; or the PostgreSQL table `prediction_log` (created if missing, in the
+renamed `*.parquet` when rotated or closed), named predictions-<UTC start>-<pid>-<seq>, rotated after
+ROTATE_ROWS entries (JSONL: at the end of the batch that reached it) or ROTATE_SECONDS; or the PostgreSQL table `prediction_log` (created if missing, in the
 first schema of the connection's search_path), written with COPY. Each sink raises SinkError, with a message
 that holds no password, when it cannot take entries.
 """
