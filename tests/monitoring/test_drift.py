@@ -377,6 +377,11 @@ def test_times_of_any_iso_precision_are_read_and_an_unreadable_file_or_bad_time_
         with pytest.raises(DataError, match=r"an entry's time 'yesterday' is not an ISO 8601 time"):
             live_log.read(str(folder))
 
+        timeless = Path(tmp) / "timeless"
+        write_jsonl(timeless, [entry(5, "2026-12-03T10:00:00Z"), {k: v for k, v in entry(6, "").items() if k != "time"}])
+        with pytest.raises(DataError, match=r"1 of 2 entries have no 'time'; every entry needs request_id, row, time"):
+            live_log.read(str(timeless))
+
         other = Path(tmp) / "other"
         (other / "predictions-20261203T100000-1-1.jsonl").mkdir(parents=True)  # not a readable file
         with pytest.raises(DataError, match=r"predictions-20261203T100000-1-1.jsonl: cannot read it \(Is a directory\)"):

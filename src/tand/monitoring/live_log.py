@@ -20,6 +20,7 @@ import pandas as pd
 from tand.errors import ConfigError, DataError
 
 COLUMNS = ("request_id", "row", "time", "model_name", "model_version", "features", "prediction", "probabilities", "latency_ms")
+REQUIRED = ("request_id", "row", "time", "model_name", "model_version", "features")
 TABLE = "prediction_log"
 ENV_VAR = "PREDICTION_LOG"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -64,6 +65,13 @@ def read(source: str, since: datetime | None = None, version: int | None = None,
         frame = _read_folder(Path(source))
     if frame.empty:
         return _empty()
+    for column in REQUIRED:  # a hand-edited or foreign log: one line naming the field, not a traceback later
+        lacking = int(frame[column].isna().sum()) if column in frame else len(frame)
+        if lacking:
+            raise DataError(
+                f"prediction log {_hide_password(source)}: {lacking} of {len(frame)} entries have no {column!r}; "
+                f"every entry needs {', '.join(REQUIRED)} (the API's log writes them)"
+            )
     frame["time"] = _times(frame["time"], source)
     frame["model_version"] = pd.to_numeric(frame["model_version"]).astype(int)
     frame["row"] = pd.to_numeric(frame["row"]).astype(int)
