@@ -21,7 +21,6 @@ from app.store.serving import ModelStore, single_threaded_blas
 from app.docs import install_docs
 from app.metrics import Metrics, install_metrics
 from app.openapi import install_openapi
-from app.predict.endpoint import PredictEndpoint
 from app.predict.prediction_log import PredictionLog
 from app.routes import add_routes
 from app.settings import Settings, SettingsError
@@ -116,17 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.settings = settings
     app.state.metrics = metrics  # count_log_drops() for the prediction log
-    app.state.prediction_log = prediction_log
-    add_routes(app, store, settings.api_token, settings.max_body_bytes)
-    _predict_endpoint(app).log = prediction_log
+    add_routes(app, store, settings.api_token, settings.max_body_bytes, prediction_log)
     install_metrics(app, metrics, settings.api_token, settings.metrics_public)
     install_openapi(app, store)
     install_docs(app)
     return app
 
-
-def _predict_endpoint(app: FastAPI) -> PredictEndpoint:
-    for route in app.router.routes:
-        if isinstance(getattr(route, "endpoint", None), PredictEndpoint):
-            return route.endpoint
-    raise LookupError("add_routes registered no /predict endpoint")

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from app.auth import token_checker
 from app.store.serving import ModelStore, SchemaMismatch
 from app.predict.endpoint import PredictEndpoint, unavailable_detail
+from app.predict.prediction_log import PredictionLog
 from tand.errors import RegistryError
 from tand.monitoring.model_card import read_card
 
@@ -93,13 +94,14 @@ PREDICT_RESPONSES = {
 }
 
 
-def add_routes(app: FastAPI, store: ModelStore, api_token: str, max_body_bytes: int) -> None:
+def add_routes(app: FastAPI, store: ModelStore, api_token: str, max_body_bytes: int, prediction_log: PredictionLog | None = None) -> None:
     """The endpoints, registered on the app itself (FastAPI 0.165 matches an included router's routes
-    through an extra layer). /predict first: the router tries routes in order."""
+    through an extra layer). /predict first: the router tries routes in order. `prediction_log`: where
+    /predict's answers are logged (None: off)."""
     authorized = [Depends(token_checker(api_token))]
     # A plain Starlette route with an ASGI endpoint: inside the middleware stack, without a route
     # function's request and response objects.
-    app.router.add_route("/predict", PredictEndpoint(store, api_token, max_body_bytes), methods=["POST"], include_in_schema=False)
+    app.router.add_route("/predict", PredictEndpoint(store, api_token, max_body_bytes, prediction_log), methods=["POST"], include_in_schema=False)
 
     @app.get("/", response_model=Status, responses=UNAVAILABLE, summary="Health and the model being served")
     async def root():

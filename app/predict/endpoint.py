@@ -12,7 +12,7 @@ Every answer is the one FastAPI would give: 401 (with WWW-Authenticate), 413, 42
 each field, 503 while no model is loaded, all as JSON {"detail": ...}. Each is counted and timed
 for /metrics (app/metrics.py) after it is sent.
 
-With the prediction log on (`log`, set by app.main), a 200 answer carries X-Request-ID (the client's, or a
+With the prediction log on (`log`, from app.routes.add_routes), a 200 answer carries X-Request-ID (the client's, or a
 new one) and, after it is sent, its rows and answers are appended to the log's bounded queue as entries;
 they are encoded a batch at a time and written by a thread, so no I/O is on the event loop
 (app/predict/prediction_log.py). With it off, the path is unchanged.
@@ -106,13 +106,13 @@ def out_of_range_errors(exc: OutOfRange, batch: bool) -> list[dict]:
 class PredictEndpoint:
     """token → model → body → rows → answers → JSON, for one /predict request."""
 
-    def __init__(self, store: ModelStore, api_token: str, max_body_bytes: int):
+    def __init__(self, store: ModelStore, api_token: str, max_body_bytes: int, log: PredictionLog | None = None):
         self.store = store
         self._token = api_token.encode("utf-8")
         self._max_body = max_body_bytes
         self._coalescer = Coalescer()
         self._metrics = store.metrics  # app/metrics.py: requests, latency, rows and predictions
-        self.log: PredictionLog | None = None  # app.main sets it when the prediction log is on
+        self._log = log  # None: the prediction log is off
 
     async def __call__(self, scope, receive, send) -> None:
         started = perf_counter()
@@ -166,7 +166,7 @@ class PredictEndpoint:
         # Server-Timing: reading, validating, predicting and encoding, in milliseconds (the benchmark reads it).
         timing = f"app;dur={(perf_counter() - started) * 1000:.3f}".encode()
         headers = [(b"x-model-version", str(version).encode()), (b"server-timing", timing)]
-        log = self.log
+        log = self._log
         if log is None:
             await send_json(send, 200, content, headers)
         else:
