@@ -297,6 +297,15 @@ def test_since_takes_iso_times_and_spans():
         live_log.parse_since("yesterday", now)
 
 
+def test_a_postgresql_log_that_cannot_be_read_is_one_error_without_the_password():
+    from tand.errors import ConfigError
+
+    assert live_log.is_url("postgres://u@db/x") and live_log.is_url("postgresql+psycopg://u@db/x") and not live_log.is_url("logs/predictions")
+    with pytest.raises(ConfigError, match=r"prediction log postgresql://logger:\*\*\*@127\.0\.0\.1:1/logs: cannot read table prediction_log") as caught:
+        live_log.read("postgresql://logger:s3cret@127.0.0.1:1/logs")
+    assert "s3cret" not in str(caught.value)
+
+
 def test_a_regression_profile_bins_the_predicted_numbers_and_compares_them():
     from tand.schema import Feature, FeatureSchema
     from tand.training.evaluate import Predictions

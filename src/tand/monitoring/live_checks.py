@@ -24,6 +24,7 @@ import pandas as pd
 from tand.errors import ConfigError, DataError, RegistryError
 from tand.monitoring import drift, live_log
 from tand.monitoring.profile import PROFILE_FILE
+from tand.tracking.stores import redact
 
 DRIFT_DIR = "drift"
 SCHEMA_FILE = "feature_schema.json"
@@ -103,8 +104,7 @@ def _entries(source: str, since, model_name: str, alias: str, version: int | Non
 
 
 def _where(source: str, since) -> str:
-    shown = live_log._hide_password(source) if live_log.is_url(source) else source
-    return shown + (f" since {since.strftime('%Y-%m-%dT%H:%M:%SZ')}" if since is not None else "")
+    return redact(source) + (f" since {since.strftime('%Y-%m-%dT%H:%M:%SZ')}" if since is not None else "")
 
 
 def check_drift(cfg, source: str, since=None, version: int | None = None) -> DriftCheck:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from tand.errors import ConfigError, DataError
+from tand.tracking.stores import redact, scheme
 
 COLUMNS = ("request_id", "row", "time", "model_name", "model_version", "features", "prediction", "probabilities", "latency_ms")
 REQUIRED = ("request_id", "row", "time", "model_name", "model_version", "features")
@@ -28,7 +29,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 
 def is_url(source: str) -> bool:
-    return bool(re.match(r"^postgres(ql)?(\+\w+)?://", source))
+    return scheme(source) in ("postgresql", "postgres")
 
 
 def source_from(flag: str | None, env_value: str | None, log_config) -> str:
@@ -69,7 +70,7 @@ def read(source: str, since: datetime | None = None, version: int | None = None,
         lacking = int(frame[column].isna().sum()) if column in frame else len(frame)
         if lacking:
             raise DataError(
-                f"prediction log {_hide_password(source)}: {lacking} of {len(frame)} entries have no {column!r}; "
+                f"prediction log {redact(source)}: {lacking} of {len(frame)} entries have no {column!r}; "
                 f"every entry needs {', '.join(REQUIRED)} (the API's log writes them)"
             )
     frame["time"] = _times(frame["time"], source)
@@ -94,7 +95,7 @@ def _times(values: pd.Series, source: str) -> pd.Series:
         parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
         bad = values[parsed.isna() & values.notna()]
         first = bad.iloc[0] if len(bad) else None
-        raise DataError(f"prediction log {_hide_password(source)}: an entry's time {first!r} is not an ISO 8601 time") from None
+        raise DataError(f"prediction log {redact(source)}: an entry's time {first!r} is not an ISO 8601 time") from None
 
 
 def feature_frame(entries: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -190,9 +191,5 @@ def _read_postgres(url: str, since: datetime | None, version: int | None, model_
             rows = connection.execute(query, params).fetchall()
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"prediction log {_hide_password(url)}: cannot read table {TABLE} ({first})") from None
+        raise ConfigError(f"prediction log {redact(url)}: cannot read table {TABLE} ({first})") from None
     return pd.DataFrame.from_records(rows, columns=list(COLUMNS)) if rows else _empty()
-
-
-def _hide_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
