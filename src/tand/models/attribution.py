@@ -11,9 +11,8 @@ reference's activations, each tree's edge values, the library's handle) is compu
 - scikit-learn decision trees and forests: Saabas path attribution (each split's change of the node value
   goes to its feature), exactly additive, in the trees' own output units (class probability);
 - the NumPy MLP: DeepLIFT-rescale against the reference input, exact summation to f(x) − f(reference).
-Returns None for a model none of these covers. NumPy only, except the boosting libraries' own calls, which run
-on one thread for up to ONE_THREAD_ROWS rows (a single row gains nothing from more, and OpenMP threads beside
-busy processes cost milliseconds) and on the fit's bounded thread count beyond (a batch, the global explanation).
+Returns None for a model none of these covers. NumPy only, except the boosting libraries' own calls, which
+tand.compiled.boosters makes (their threads: one for a request's rows, the fit's bounded count for a batch).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import numpy as np
 TREES = ("DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier", "RandomForestRegressor",
          "ExtraTreesClassifier", "ExtraTreesRegressor")  # fmt: skip
 LINEAR = ("LogisticRegression", "LinearRegression", "Ridge", "Lasso")
-ONE_THREAD_ROWS = 64
 
 
 def method(model) -> str | None:
@@ -55,53 +53,12 @@ def attribute(model, X):
 
 
 def _boosting(model):
-    """The library's own exact TreeSHAP on the float64 matrix, with the iterations its predictions use; `model`
-    is tand.models.boosting's estimator or the API's tand.compiled.boosters.NativeBooster (its own booster)."""
-    from tand.compiled.boosters import NativeBooster
-    from tand.models.boosting_libraries import threads
+    """The library's own exact TreeSHAP on the float64 matrix, with the iterations its predictions use
+    (tand.compiled.boosters.NativeBooster.contributions); `model` is tand.models.boosting's estimator or the
+    API's NativeBooster (its own booster)."""
+    from tand.compiled.boosters import NativeBooster, as_native
 
-    categorical = tuple(int(i) for i in model.categorical)
-    many = threads()
-    native = model if isinstance(model, NativeBooster) else None
-    if model.library == "lightgbm":
-        # its predict, not the scikit-learn wrapper's (validation, n_jobs threads)
-        booster = native.booster if native is not None else model.model_.booster_
-
-        def raw(X):
-            n = 1 if len(X) <= ONE_THREAD_ROWS else many
-            return booster.predict(np.ascontiguousarray(X, dtype=np.float64), pred_contrib=True, num_threads=n)
-
-    elif model.library == "xgboost":
-        import xgboost
-
-        if native is not None:  # holds its one-thread copy already
-            served, single, end = native.booster, native.single_thread, native.rounds
-        else:
-            served = model.model_.get_booster()
-            # A copy on one thread for small inputs: the served booster keeps its own thread count for /predict.
-            single = served.copy()
-            single.set_param({"nthread": 1})
-            end = int(model.n_rounds_)
-        types, rounds = served.feature_types, (0, end)
-
-        def raw(X):
-            few = len(X) <= ONE_THREAD_ROWS
-            X = np.asarray(X, dtype=np.float64)
-            data = xgboost.DMatrix(X, enable_categorical=bool(categorical), feature_types=types, nthread=1 if few else many)
-            return (single if few else served).predict(data, pred_contribs=True, iteration_range=rounds)
-
-    else:
-        from catboost import Pool
-
-        from tand.compiled.boosters import catboost_data
-
-        cat_features = list(categorical) or None
-        booster = native.booster if native is not None else model.model_
-
-        def raw(X):
-            n = 1 if X.shape[0] <= ONE_THREAD_ROWS else many
-            pool = Pool(catboost_data(np.asarray(X, dtype=np.float64), categorical), cat_features=cat_features, thread_count=n)
-            return booster.get_feature_importance(pool, type="ShapValues", thread_count=n)
+    raw = (model if isinstance(model, NativeBooster) else as_native(model)).contributions
 
     def attribute(X):
         out = np.asarray(raw(X), dtype=np.float64)
