@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -130,6 +131,21 @@ def _side_run(args: list[str], log_path: Path):
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log
 
 
+def _stop(process, grace: float = 60.0) -> None:
+    """Interrupt a pytest process still running (SIGINT: its fixtures' teardown stops the servers and builds it
+    started, which a SIGTERM would leave behind), then kill it if it has not ended within `grace` seconds."""
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @task(
     help={
         "quick": "Skip the slow end-to-end cases (live servers, Docker, PostgreSQL).",
@@ -158,17 +174,18 @@ def test(c, quick=False, k=None, path="tests", serial=False):
         side, log = _side_run(args, log_path)
         print(f"test: {', '.join(SIDE_MODULES)} run beside the rest (pid {side.pid}); their report follows", flush=True)
         args += [f"--ignore={Path(REPO_ROOT) / module}" for module in SIDE_MODULES]
-    try:
-        main = c.run(" ".join(quote(a) for a in [*args, target]), pty=False, warn=side is not None)
-    except BaseException:
-        if side is not None and side.poll() is None:
-            side.terminate()  # interrupted: stop what this task started
-            side.wait()
-        raise
     if side is None:
+        c.run(" ".join(quote(a) for a in [*args, target]), pty=False)
         return
-    side.wait()
-    log.close()
+    # A SIGTERM (CI cancelling the job) becomes SystemExit here, so the finally below stops the side process.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        main = c.run(" ".join(quote(a) for a in [*args, target]), pty=False, warn=True)
+        side.wait()
+    finally:
+        _stop(side)  # interrupted: stop what this task started (a no-op once it has ended)
+        log.close()
+        signal.signal(signal.SIGTERM, previous)
     print(f"\n===== {' + '.join(SIDE_MODULES)} (second pytest process) =====", flush=True)
     print(log_path.read_text(encoding="utf-8"), flush=True)
     failed = [name for name, code in (("main", main.exited), ("side", side.returncode)) if code != 0]
