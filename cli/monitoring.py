@@ -14,18 +14,13 @@ FORMATS = ("html", "md")
 
 def card_target(name: str, alias: str, version: int | None) -> tuple[int, str]:
     """(version, run id) of `version`, or of the version `alias` points to."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     from tand.errors import RegistryError
+    from tand.monitoring.live_checks import find_version
 
-    client = MlflowClient()
-    try:
-        found = client.get_model_version(name, str(version)) if version is not None else client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        which = f"version {version}" if version is not None else f"alias {alias!r}"
-        raise RegistryError(f"model {name!r} has no {which} in the registry ({str(exc).splitlines()[0][:160]})") from None
-    return int(found.version), found.run_id or ""
+    found = find_version(name, alias, version)
+    if found is None:
+        raise RegistryError(f"model {name!r} has no alias {alias!r} in the registry; pass --version N")
+    return found.version, found.run_id
 
 
 @task(

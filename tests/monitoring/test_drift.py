@@ -360,6 +360,13 @@ def test_without_the_alias_the_version_is_the_one_the_entries_name(tracked):
     assert resolve_version(MODEL, "no-such-alias", None, one).version == version
     with pytest.raises(ConfigError, match=r"has no alias 'no-such-alias' and the log holds versions 1, 2; pass --version N"):
         resolve_version(MODEL, "no-such-alias", None, pd.DataFrame({"model_version": [1, 2]}))
+    from cli.monitoring import card_target  # invoke model-card: the same lookup, without a log to fall back on
+    from tand.errors import RegistryError
+
+    run_id = store.client().get_model_version(MODEL, str(version)).run_id
+    assert card_target(MODEL, "production", None) == card_target(MODEL, "no-such-alias", version) == (version, run_id)
+    with pytest.raises(RegistryError, match=r"model 'drift-classifier' has no alias 'no-such-alias' in the registry; pass --version N"):
+        card_target(MODEL, "no-such-alias", None)
 
 
 def test_times_of_any_iso_precision_are_read_and_an_unreadable_file_or_bad_time_is_one_error():

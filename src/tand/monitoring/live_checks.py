@@ -52,26 +52,34 @@ class LiveEvaluation:
     metrics: dict[str, float]
 
 
-def resolve_version(model_name: str, alias: str, version: int | None, entries: pd.DataFrame) -> Target:
-    """`version`, else the one `alias` serves, else the one version the log's entries name."""
+def find_version(model_name: str, alias: str, version: int | None) -> Target | None:
+    """`version`, or the version `alias` points to (None when no version holds the alias)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from tand.tracking import registry
+    from tand.errors import NOT_FOUND_CODES
 
+    client = MlflowClient()
     try:
-        if version is None:
-            version = registry.alias_version(model_name, alias)
-        if version is None:
-            seen = sorted(set(entries["model_version"])) if len(entries) else []
-            if len(seen) != 1:
-                found = f"the log holds versions {', '.join(map(str, seen))}" if seen else "the log holds no entries"
-                raise ConfigError(f"model {model_name!r} has no alias {alias!r} and {found}; pass --version N")
-            version = int(seen[0])
-        found = MlflowClient().get_model_version(model_name, str(version))
+        found = client.get_model_version(model_name, str(version)) if version is not None else client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
-        raise RegistryError(f"model {model_name!r} has no version {version} in the registry ({str(exc).splitlines()[0][:160]})") from None
-    return Target(model_name, int(version), found.run_id or "")
+        if version is None and exc.error_code in NOT_FOUND_CODES:
+            return None
+        which = f"version {version}" if version is not None else f"alias {alias!r}"
+        raise RegistryError(f"model {model_name!r} has no {which} in the registry ({str(exc).splitlines()[0][:160]})") from None
+    return Target(model_name, int(found.version), found.run_id or "")
+
+
+def resolve_version(model_name: str, alias: str, version: int | None, entries: pd.DataFrame) -> Target:
+    """`version`, else the one `alias` serves, else the one version the log's entries name."""
+    target = find_version(model_name, alias, version)
+    if target is not None:
+        return target
+    seen = sorted(set(entries["model_version"])) if len(entries) else []
+    if len(seen) != 1:
+        found = f"the log holds versions {', '.join(map(str, seen))}" if seen else "the log holds no entries"
+        raise ConfigError(f"model {model_name!r} has no alias {alias!r} and {found}; pass --version N")
+    return find_version(model_name, alias, int(seen[0]))
 
 
 def _run_json(target: Target, name: str) -> dict | None:
