@@ -105,14 +105,11 @@ class _Columns:
         return known[1], known[2], known[3]
 
 
-def entries(rid: str, served, rows: list[tuple], answers: list[dict], latency_ms: float, columns: _Columns, answered: datetime) -> list[Entry] | tuple[Entry]:
-    """One answered request → one Entry per row: structs of the values as they are (a C call each, no encoding)."""
+def entries(rid: str, served, rows: list[tuple], answers: list[dict], latency_ms: float, columns: _Columns, answered: datetime) -> list[Entry]:
+    """One answered request → one Entry per row: structs of the values as they are (a C call each, no encoding).
+    PredictionLog.add makes a single-row request's entry inline, the same way, without this call."""
     features, pick, probabilities = columns.of(served)
     name, version = served.name, served.version
-    if len(rows) == 1:  # the common case, without the comprehension's frame
-        row, answer = rows[0] if pick is None else pick(rows[0]), answers[0]
-        proba = None if probabilities is None else answer.get("probabilities")
-        return (Entry(rid, 0, answered, name, version, features(*row), answer["prediction"], None if proba is None else probabilities(*proba.values()), latency_ms),)
     if pick is not None:
         rows = [pick(row) for row in rows]
     if probabilities is None or "probabilities" not in answers[0]:
@@ -170,7 +167,7 @@ class PredictionLog:
             return
         self._added += n
         gathered = self._gathered
-        if n == 1:  # the common case inline: a function call is a sizeable part of it
+        if n == 1:  # the common case inline, as entries() makes it: a function call is a sizeable part of it
             if served is not self._served:
                 self._served, self._structs = served, self._columns.of(served)
             features, pick, probabilities = self._structs
