@@ -98,9 +98,6 @@ class Predictor:
         order = [fitted.index(name) for name in configured]
         return tuple(configured), (None if order == list(range(len(order))) else order)
 
-    def _predict(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
-        return self._run(*self.model_input(rows), len(rows))
-
     def model_input(self, rows: list[tuple]) -> tuple[object, object]:
         """(the estimator's input matrix for `rows`, the estimator): what the prediction and its explanation
         (app/predict/explain.py) are computed from."""
@@ -136,6 +133,7 @@ class Predictor:
         return Explainer(self)
 
     def _run(self, X, model, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels, probabilities or None) for the `n` rows of the model input `X`, decided (_decide)."""
         if self._check and isinstance(X, np.ndarray):
             self._check_inputs(X)
         if isinstance(model, (NumpyMLP, NativeBooster)):
@@ -149,7 +147,7 @@ class Predictor:
             bad = np.flatnonzero(~np.isfinite(outputs).reshape(n, -1).all(axis=1))
             if len(bad):
                 raise OutOfRange([(int(i), None) for i in bad])
-        return labels, proba
+        return self._decide(labels, proba)
 
     def _check_inputs(self, X: np.ndarray) -> None:
         # NaN passes: tree models that handle missing values themselves get them unimputed.
@@ -197,16 +195,17 @@ class Predictor:
         decides them for the rows it came from (same estimator call, same checks: OutOfRange)."""
         if self._preprocessor is None:
             raise ValueError("predict_matrix needs the compiled preprocessing")
-        return self._decide(*self._run(X, self._estimator, len(X)))
+        return self._run(X, self._estimator, len(X))
 
-    def predict_rows(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(labels, probabilities or None) for validated rows: answers() without a dict per row."""
-        return self._decide(*self._predict(rows))
+    def predict_rows(self, rows: list[tuple], inputs: tuple[object, object] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels, probabilities or None) for validated rows: answers() without a dict per row; `inputs`: what
+        model_input(rows) gave, when the caller has it already (an explained request)."""
+        X, model = self.model_input(rows) if inputs is None else inputs
+        return self._run(X, model, len(rows))
 
     def answers(self, rows: list[tuple], inputs: tuple[object, object] | None = None) -> list[dict]:
-        """One {"prediction", "probabilities"} object per row (regression: the number only); `inputs`: what
-        model_input(rows) gave, when the caller has it already (an explained request)."""
-        labels, proba = self._decide(*(self._predict(rows) if inputs is None else self._run(*inputs, len(rows))))
+        """One {"prediction", "probabilities"} object per row (regression: the number only); `inputs`: as for predict_rows."""
+        labels, proba = self.predict_rows(rows, inputs)
         labels = labels.tolist()
         if not self._classifier:
             return [{"prediction": float(value)} for value in labels]
