@@ -192,7 +192,7 @@ class ChunkScorer:
         good = np.flatnonzero(~checked.bad)
         result = self._predict(checked.take(good) if len(flagged) else checked, good, refused)
         if rescued:
-            result = _merge(result, self._predict_rows(rescued_rows, np.array(rescued), refused))
+            result = _merge(result, self._predict(rescued_rows, np.array(rescued), refused))
         result.refused.sort()
         return result
 
@@ -215,29 +215,25 @@ class ChunkScorer:
                 rows.append(parsed[0])
         return refused, rescued, rows
 
-    def _predict(self, checked: Checked, positions: np.ndarray, refused: list) -> Scored:
-        preprocessor = self.predictor.compiled_preprocessor
+    def _predict(self, inputs, positions: np.ndarray, refused: list) -> Scored:
+        """The answers for `inputs` (a Checked chunk, or the parser's rows) at `positions`; rows the model
+        cannot compute with are refused and the call repeated without them."""
         while len(positions):
             try:
-                if preprocessor is not None:
-                    labels, proba = self.predictor.predict_matrix(matrix(preprocessor, checked))
-                else:
-                    labels, proba = self.predictor.predict_rows(python_rows(checked, self.schema))
-                return Scored(positions, labels, proba, refused)
+                return Scored(positions, *self._labels(inputs), refused)
             except OutOfRange as exc:
                 keep = self._drop(exc, positions, refused)
-            checked, positions = checked.take(keep), positions[keep]
+            inputs = inputs.take(keep) if isinstance(inputs, Checked) else [inputs[i] for i in keep]
+            positions = positions[keep]
         return Scored(positions, np.array([]), None, refused)
 
-    def _predict_rows(self, rows: list[tuple], positions: np.ndarray, refused: list) -> Scored:
-        while len(positions):
-            try:
-                labels, proba = self.predictor.predict_rows(rows)
-                return Scored(positions, labels, proba, refused)
-            except OutOfRange as exc:
-                keep = self._drop(exc, positions, refused)
-            rows, positions = [rows[i] for i in keep], positions[keep]
-        return Scored(positions, np.array([]), None, refused)
+    def _labels(self, inputs) -> tuple[np.ndarray, np.ndarray | None]:
+        if not isinstance(inputs, Checked):
+            return self.predictor.predict_rows(inputs)
+        preprocessor = self.predictor.compiled_preprocessor
+        if preprocessor is not None:
+            return self.predictor.predict_matrix(matrix(preprocessor, inputs))
+        return self.predictor.predict_rows(python_rows(inputs, self.schema))
 
     @staticmethod
     def _drop(exc: OutOfRange, positions: np.ndarray, refused: list) -> np.ndarray:
