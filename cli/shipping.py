@@ -87,6 +87,9 @@ def docker_run(c, tag=None, port=8000, host="127.0.0.1", network=None, detach=Fa
     port = int(port)
     if not 1 <= port <= 65535:
         raise Exit(f"error: --port {port} is not a TCP port (1-65535)", code=1)
+    workers = whole_number("--workers", workers)
+    if workers is not None and workers < 1:
+        raise Exit("error: --workers must be 1 or more", code=1)
     if not env_file.is_file():
         raise Exit(f"error: {env_file} is missing; it holds the container's settings (API_TOKEN, MLFLOW_TRACKING_URI)", code=1)
     try:
@@ -109,8 +112,6 @@ def docker_run(c, tag=None, port=8000, host="127.0.0.1", network=None, detach=Fa
     with known_errors():
         container.require_engine()
         tag = tag or container.image_tag(_served_model(project)[0])
-    if workers is not None and int(workers) < 1:
-        raise Exit("error: --workers must be 1 or more", code=1)
     command = container.run_command(tag, port, network, container.DOCKER_APP_ENV, detach=detach, name=name, host=host,
                                     pass_env=passed, workers=workers)
     if passed:
