@@ -12,7 +12,7 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
-from cli.common import REPO_ROOT, known_errors, load_env, python, quote
+from cli.common import REPO_ROOT, known_errors, load_env, quote
 
 
 @task(
