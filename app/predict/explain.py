@@ -124,18 +124,6 @@ def _raw_outputs(model) -> int:
     return 2 if method == "saabas" else 1  # the boosting libraries give binary models one raw score
 
 
-def explanations(predictor, rows: list[tuple], inputs=None) -> list[dict]:
-    """One explanation object per row; `inputs`: predictor.model_input(rows), when the caller has it."""
-    explainer = predictor.explainer  # raises NotExplainable before any matrix is computed
-    X, _ = predictor.model_input(rows) if inputs is None else inputs
-    return explainer(X)
-
-
-def explained(predictor, rows: list[tuple], answers: list[dict]) -> list[dict]:
-    """`answers` with each row's explanation added."""
-    return [{**answer, "explanation": explanation} for answer, explanation in zip(answers, explanations(predictor, rows))]
-
-
 def explained_answers(predictor, rows: list[tuple]) -> list[dict]:
     """Answers and their explanations from one model input matrix (the prediction's own X)."""
     explainer = predictor.explainer

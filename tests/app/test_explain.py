@@ -130,14 +130,15 @@ def test_each_run_logs_its_global_explanation(served):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mlp", "lightgbm", "xgboost", "catboost", "random_forest"])
 def test_the_explainer_is_built_once_and_explains_the_predictions_own_input(served, name):
-    from app.predict.explain import explained, explained_answers
+    from app.predict.explain import explained_answers
     from app.store.loading import load_from_registry
 
     store, _, _ = served
     predictor = load_from_registry(store.uri, f"explained-{name}", 1).predictor
     rows = predictor.schema.rows(frame(CASES[name][0]).drop(columns="outcome").head(40).to_dict("records"))
     assert "explainer" not in vars(predictor)  # nothing is built until an explanation is asked for
-    once = explained(predictor, rows, predictor.answers(rows))
+    X, _ = predictor.model_input(rows)  # the reference: answers and explanations each from a matrix of their own
+    once = [{**answer, "explanation": explanation} for answer, explanation in zip(predictor.answers(rows), predictor.explainer(X))]
     assert predictor.explainer is predictor.explainer
     assert explained_answers(predictor, rows) == once
     if name in ("lightgbm", "xgboost", "catboost"):
