@@ -63,14 +63,13 @@ class FolderSink:
         return f"the folder {self.folder} ({self.format})"
 
     def write(self, batch: list[Entry] | bytes, rows: int | None = None) -> None:
-        """Entries, or for JSONL `rows` entries already encoded as lines (on the event loop, in one call)."""
+        """Parquet: entries; JSONL: `rows` entries already encoded as lines (the prediction log encodes them on
+        the event loop, in one call)."""
         try:
             if self.format == "parquet":
                 self._hold(batch)
-            elif isinstance(batch, bytes):
-                self._write_lines(batch, rows if rows is not None else batch.count(b"\n"))
             else:
-                self._write_lines(self._encoder.encode_lines(batch), len(batch))
+                self._write_lines(batch, rows)
         except OSError as exc:
             raise SinkError(f"cannot write to {self._path or self.folder}: {exc.strerror or exc}") from None
 
@@ -180,10 +179,14 @@ class PostgresSink:
             self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=int(connect_timeout))
             self._conn.execute(CREATE_TABLE)
         except psycopg.Error as exc:
-            raise SinkError(f"PostgreSQL at {self._shown}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+            raise self._error(exc) from None
 
     def describe(self) -> str:
         return f"the table {TABLE} at {self._shown}"
+
+    def _error(self, exc: Exception) -> SinkError:
+        said = str(exc).strip()
+        return SinkError(f"PostgreSQL at {self._shown}: {said.splitlines()[0] if said else type(exc).__name__}")
 
     def write(self, batch: list[Entry]) -> None:
         import psycopg
@@ -197,7 +200,7 @@ class PostgresSink:
                         encode(e.prediction).decode(), None if e.probabilities is None else encode(e.probabilities).decode(), e.latency_ms,
                     ))  # fmt: skip
         except psycopg.Error as exc:
-            raise SinkError(f"PostgreSQL at {self._shown}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+            raise self._error(exc) from None
 
     def close(self) -> None:
         self._conn.close()
