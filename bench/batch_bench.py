@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+
+from serve_bench import free_port, tree_cpu_seconds  # bench/serve_bench.py: run as a script, bench/ is on the path
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "breast_cancer.csv"
@@ -54,25 +55,6 @@ def measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float, fl
     return float(seconds), float(cpu), float(peak), float(scoring.group(1).replace(",", "")) if scoring else float("nan")
 
 
-def group_cpu_seconds(group: int) -> float:
-    """User + system CPU seconds of the processes in a process group (the API server and any worker)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group:  # fields after the name: state, ppid, pgrp, ..., utime (12), stime (13)
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def api_rows_per_second(root: Path, env: dict, body: bytes, rows: int, seconds: float = 8.0) -> tuple[float, float]:
     """(rows per second, rows per CPU second of the server) posting `body` again and again."""
     port = free_port()
@@ -93,11 +75,11 @@ def api_rows_per_second(root: Path, env: dict, body: bytes, rows: int, seconds: 
                 time.sleep(0.3)
         request = lambda: urllib.request.urlopen(urllib.request.Request(url, body, {"TOKEN": TOKEN, "Content-Type": "application/json"}), timeout=60).read()  # noqa: E731
         request()
-        done, started, cpu = 0, time.perf_counter(), group_cpu_seconds(server.pid)
+        done, started, cpu = 0, time.perf_counter(), tree_cpu_seconds(server.pid)
         while time.perf_counter() - started < seconds:
             request()
             done += rows
-        return done / (time.perf_counter() - started), done / max(group_cpu_seconds(server.pid) - cpu, 1e-9)
+        return done / (time.perf_counter() - started), done / max(tree_cpu_seconds(server.pid) - cpu, 1e-9)
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)

@@ -98,7 +98,7 @@ class Target:
                 self.process.wait()
 
 
-def _tree_cpu_seconds(root: int) -> float:
+def tree_cpu_seconds(root: int) -> float:
     """CPU seconds used so far by a process and its descendants (mlflow models serve forks its uvicorn)."""
     stats = {}
     for entry in Path("/proc").iterdir():
@@ -120,10 +120,10 @@ def wait_idle(target: Target, timeout: float = 120) -> None:
     """Wait until the server has worked off what a load run left queued (closed connections do not cancel
     requests already read): otherwise its leftover work would slow whichever server is measured next."""
     deadline = time.monotonic() + timeout
-    last = _tree_cpu_seconds(target.process.pid)
+    last = tree_cpu_seconds(target.process.pid)
     while time.monotonic() < deadline:
         time.sleep(0.25)
-        now = _tree_cpu_seconds(target.process.pid)
+        now = tree_cpu_seconds(target.process.pid)
         if now - last < 0.02:  # under 8 % of one core over the interval
             return
         last = now
@@ -311,10 +311,10 @@ def log_cost(plain: Target, scratch: Path, args) -> None:
         for round_ in range(args.rounds):
             for connections in (64, 1):
                 for target in ((plain, logged) if round_ % 2 == 0 else (logged, plain)):
-                    cpu = _tree_cpu_seconds(target.process.pid)
+                    cpu = tree_cpu_seconds(target.process.pid)
                     result = wrk(target, connections, args.duration, scratch)
                     # The server's CPU time per request: on a shared machine, steadier than requests per second.
-                    result["cpu_us"] = (_tree_cpu_seconds(target.process.pid) - cpu) * 1e6 / max(result["requests"], 1)
+                    result["cpu_us"] = (tree_cpu_seconds(target.process.pid) - cpu) * 1e6 / max(result["requests"], 1)
                     results.setdefault((target.name, connections), []).append(result)
                     wait_idle(target)
             pair = [results[(t.name, 64)][-1]["rps"] for t in (logged, plain)]
