@@ -2,8 +2,9 @@
 (binary), CatBoost (regression), a logistic regression (binary) and a random forest (regression),
 base + sum(contributions) == output on a few hundred rows, the output is the model's own raw score, a
 constant column (which no model can use) gets exactly zero, and a one-hot feature is one entry. A model
-with no explanation answers 422. In process: the explainer is built once per predictor, and explaining
-from the prediction's own input matrix gives the same answers."""
+with no explanation answers 422. In process: the explainer is built once per predictor, explaining
+from the prediction's own input matrix gives the same answers, and a binary forest's or logistic regression's
+explanation is in its positive class's units whichever of the two fitted classes that is."""
 
 from __future__ import annotations
 
@@ -160,3 +161,37 @@ def _pipeline(store, name: str):
 
     client = store.client()
     return mlflow.sklearn.load_model(client.get_model_version_download_uri(f"explained-{name}", "1"))
+
+
+@pytest.mark.parametrize("positive", ["yes", "no"])  # fitted (sorted) order: no, yes: the positive class second, then first
+@pytest.mark.parametrize("model", ["random_forest", "logistic_regression"])
+def test_a_binary_explanation_is_in_the_positive_class_units_whichever_class_that_is(model, positive):
+    """In process: a forest's two probability outputs and a logistic regression's one logit, each mapped to the
+    configured positive class (the forest: its probability; the logistic regression: its log-odds, negated when
+    the positive class is sklearn's first)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from app.predict.explain import explained_answers
+    from app.store.loading import build_predictor
+    from tand.schema import Feature, FeatureSchema
+    from tand.training.pipeline import build_preprocessor
+
+    rng = np.random.default_rng(2)
+    train = pd.DataFrame({"dose": rng.normal(size=200), "ward": rng.choice(["a", "b", "c"], 200).astype(object)})
+    labels = np.where(train["dose"] + (train["ward"] == "b") + rng.normal(size=200) * 0.5 > 0.5, "yes", "no")
+    features = (Feature("dose", "numeric", "number"), Feature("ward", "categorical", "string", ("a", "b", "c")))
+    schema = FeatureSchema(features, "classification", "t", ("yes", "no"), positive_class=positive)
+    estimator = RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0) if model == "random_forest" else LogisticRegression()
+    pipeline = Pipeline([("preprocessor", build_preprocessor(schema)), ("model", estimator)]).fit(train, labels)
+    predictor = build_predictor(pipeline, schema, train.iloc[0].to_dict())
+    rows = schema.rows(train.head(30).to_dict("records"))
+    for answer in explained_answers(predictor, rows):
+        p, explanation = answer["probabilities"][positive], answer["explanation"]
+        assert set(explanation["contributions"]) == {"dose", "ward"}
+        assert abs(explanation["base"] + sum(explanation["contributions"].values()) - explanation["output"]) < 1e-9
+        if model == "random_forest":
+            assert explanation["unit"] == f"probability({positive})" and abs(explanation["output"] - p) < 1e-9
+        else:
+            assert explanation["unit"] == f"logit({positive})" and abs(explanation["output"] - np.log(p / (1 - p))) < 1e-6
