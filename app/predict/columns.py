@@ -6,7 +6,8 @@ app.predict.parser.Rule (the one statement of the rules the request validators a
 (a CSV cell is read as the JSON value a client would send: a number, a whole number, true/false, a text),
 its categories, the ±MAX_MAGNITUDE bound, and a missing value only where the feature is nullable. A row
 that fails is only flagged here: the request parser itself then decides it and names the reason
-(app/predict/scoring.py), so this check may be stricter than the API, never laxer.
+(app/predict/scoring.py, from json_value: a cell read one at a time as the checks here read a column), so
+this check may be stricter than the API, never laxer.
 
 The rows that pass become the matrix the compiled preprocessor would build from the API's validated rows
 (the same numbers in the same layout: its NumericBlock runs on the stacked columns; a one-hot column
@@ -15,6 +16,8 @@ looks each distinct value up as OneHotBlock does), for Predictor.predict_matrix.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +134,29 @@ def _typed(values: np.ndarray, absent: np.ndarray, rule: Rule) -> pa.Array:
     typed = pa.array(values, mask=absent, type=pa.float64())
     # Whole numbers as ints, as the parser gives them (a one-hot lookup and a fitted pipeline see the same).
     return pc.cast(typed, pa.int64(), safe=False) if rule.value == "integer" else typed
+
+
+def json_value(cell, rule: Rule):
+    """A cell as the JSON value a client would send for its feature (for the parser's verdict on a flagged row)."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return None  # a Parquet NaN: missing, as pandas reads it
+    if isinstance(cell, float) and not math.isfinite(cell):
+        # JSON has no infinity (msgspec would write null). A number feature: the text, which the parser
+        # refuses; a text feature: any number gets the parser's reason (a string is wanted).
+        return 0.0 if rule.value == "text" else repr(cell)
+    if not isinstance(cell, str):
+        return cell if isinstance(cell, (bool, int, float)) else str(cell)
+    if rule.value == "text":
+        return cell
+    if rule.value == "boolean":
+        return True if cell in TRUE_TEXT else False if cell in FALSE_TEXT else cell
+    text = cell.strip()
+    if not re.fullmatch(_NUMBER, text):
+        return cell
+    number = float(text)
+    if not math.isfinite(number):
+        return cell  # JSON has no infinity: the parser refuses the text, as it would refuse the number
+    return int(number) if rule.value == "integer" and number.is_integer() else number
 
 
 def python_rows(checked: Checked, schema: FeatureSchema) -> list[tuple]:

@@ -15,8 +15,6 @@ row. A refused row does not stop the file; the other rows of its chunk are score
 from __future__ import annotations
 
 import csv
-import math
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +25,8 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from app.predict.columns import _NUMBER, FALSE_TEXT, TRUE_TEXT, Checked, check_columns, matrix, python_rows
-from app.predict.parser import RequestError, RequestParser, Rule, rule_of
+from app.predict.columns import Checked, check_columns, json_value, matrix, python_rows
+from app.predict.parser import RequestError, RequestParser, rule_of
 from app.predict.predictor import OutOfRange, Predictor
 from tand.config import MISSING_MARKERS
 from tand.errors import TandError
@@ -142,29 +140,6 @@ def row_counts(path: Path) -> int | None:
         with _reading(path):
             return pq.ParquetFile(path).metadata.num_rows
     return None
-
-
-def json_value(cell, rule: Rule):
-    """A cell as the JSON value a client would send for its feature (for the parser's verdict on a flagged row)."""
-    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-        return None  # a Parquet NaN: missing, as pandas reads it
-    if isinstance(cell, float) and not math.isfinite(cell):
-        # JSON has no infinity (msgspec would write null). A number feature: the text, which the parser
-        # refuses; a text feature: any number gets the parser's reason (a string is wanted).
-        return 0.0 if rule.value == "text" else repr(cell)
-    if not isinstance(cell, str):
-        return cell if isinstance(cell, (bool, int, float)) else str(cell)
-    if rule.value == "text":
-        return cell
-    if rule.value == "boolean":
-        return True if cell in TRUE_TEXT else False if cell in FALSE_TEXT else cell
-    text = cell.strip()
-    if not re.fullmatch(_NUMBER, text):
-        return cell
-    number = float(text)
-    if not math.isfinite(number):
-        return cell  # JSON has no infinity: the parser refuses the text, as it would refuse the number
-    return int(number) if rule.value == "integer" and number.is_integer() else number
 
 
 @dataclass

@@ -6,9 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from app.predict.columns import check_columns, matrix, python_rows
+from app.predict.columns import check_columns, json_value, matrix, python_rows
 from app.predict.parser import RequestError, RequestParser, rule_of
-from app.predict.scoring import json_value
 from tand.compiled.model import CompiledPreprocessor, NumericBlock, OneHotBlock
 from tand.schema import Feature, FeatureSchema
 
