@@ -100,6 +100,16 @@ def tiny_config(**train) -> dict:
     return config
 
 
+def tiny_sklearn_config(model_name: str, **train) -> dict:
+    """tiny_config for a scikit-learn model (logistic regression unless `model` names another), without the
+    network's settings (epochs, hidden_dim, patience, batch_size), registered as `model_name`."""
+    config = tiny_config(framework="sklearn", **{"model": "logistic_regression", **train})
+    for key in ("epochs", "hidden_dim", "patience", "batch_size"):
+        config["train"].pop(key, None)
+    config["mlflow"]["model_name"] = model_name
+    return config
+
+
 @dataclass
 class Project:
     """A temporary project folder: its own database.db and mlruns/, the example data, a config."""

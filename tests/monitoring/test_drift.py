@@ -18,21 +18,13 @@ import pandas as pd
 import pytest
 
 from app_support import Store, auth, mixed_dataset, server_env, start_server, train_version, wait_until
-from conftest import INVOKE, load_registered, tiny_config
+from conftest import INVOKE, load_registered, tiny_sklearn_config
 
 from tand.monitoring import drift, live_log, profile
 
 MODEL = "drift-classifier"
 SHIFTED, UNCHANGED = "mean_radius", "clinic"
 ROWS = 300
-
-
-def model_config(data: Path) -> dict:
-    config = tiny_config(data_path=str(data), framework="sklearn", model="logistic_regression")
-    for key in ("epochs", "hidden_dim", "patience", "batch_size"):
-        config["train"].pop(key, None)
-    config["mlflow"]["model_name"] = MODEL
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def trained(tmp_path_factory):
     store = Store(root / "store")
     store.path.mkdir()
     data = mixed_dataset(root / "mixed.csv")
-    config = model_config(data)
+    config = tiny_sklearn_config(MODEL, data_path=str(data))
     version = train_version(store, config, root / "work")
     (root / "config.json").write_text(json.dumps(config))
     return store, root, pd.read_csv(data), version

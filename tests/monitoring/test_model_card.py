@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app_support import Store, auth, mixed_dataset, settings, train_version
-from conftest import Project, tiny_config
+from conftest import Project, tiny_sklearn_config
 
 from tand.config import parse_config
 from tand.errors import ConfigError
@@ -26,10 +26,7 @@ CLASSIFIER, REGRESSOR = "card-classifier", "card-regressor"
 
 
 def _config(data: Path, name: str, **train) -> dict:
-    config = tiny_config(data_path=str(data), framework="sklearn", **{"model": "logistic_regression", **train})
-    for key in ("epochs", "hidden_dim", "patience", "batch_size"):
-        config["train"].pop(key, None)
-    config["mlflow"]["model_name"] = name
+    config = tiny_sklearn_config(name, data_path=str(data), **train)
     config["model_card"] = {"intended_use": INTENDED, "limitations": LIMITS, "slice_by": "clinic", "owners": ["ml@example.org"]}
     return config
 
