@@ -198,3 +198,13 @@ def test_a_float32_models_probabilities_give_no_sum_warning():
         warnings.simplefilter("error")
         got = live_checks._live_metrics(joined, "y", schema, cfg.train)
     assert got["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_a_model_that_logs_labels_only_gets_the_label_metrics():
+    from tand.schema import Feature, FeatureSchema
+
+    cfg = parse_config({"train": {"labels_column": "y", "labels": ["no", "yes"]}})
+    schema = FeatureSchema((Feature("x", "numeric", "number"),), "classification", "y", classes=("no", "yes"), positive_class="yes")
+    joined = pd.DataFrame({"y": ["yes", "yes", "no", "no"], "prediction": ["yes", "no", "no", "no"], "probabilities": [None] * 4})
+    got = live_checks._live_metrics(joined, "y", schema, cfg.train)
+    assert got == {"accuracy": pytest.approx(3 / 4), "balanced_accuracy": pytest.approx((1 / 2 + 1) / 2)}
