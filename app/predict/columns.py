@@ -162,10 +162,7 @@ def json_value(cell, rule: Rule):
 def python_rows(checked: Checked, schema: FeatureSchema) -> list[tuple]:
     """The rows as the request parser validates them (tuples in feature order, None where missing, whole
     numbers as int): for a predictor without compiled preprocessing."""
-    columns = []
-    for feature in schema.features:
-        values = checked.values[feature.name].to_pylist()
-        columns.append(values)
+    columns = [checked.values[name].to_pylist() for name in schema.names]
     return list(zip(*columns)) if columns else [()] * len(checked.bad)
 
 
