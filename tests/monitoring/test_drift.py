@@ -298,6 +298,24 @@ def test_a_postgresql_log_that_cannot_be_read_is_one_error_without_the_password(
     assert "s3cret" not in str(caught.value)
 
 
+def test_numeric_bins_come_from_trainings_seeded_sample_and_every_category_seen_is_known():
+    from tand.schema import Feature, FeatureSchema
+    from tand.training.evaluate import Predictions
+    from tand.training.fitting import SAMPLE_ROWS, bounded_sample
+
+    rng = np.random.default_rng(1)
+    rows = SAMPLE_ROWS + 10_000
+    X = pd.DataFrame({"x": rng.exponential(size=rows), "city": rng.choice(["a", "b"], rows)})
+    sampled, _ = bounded_sample(X, X["x"])
+    rare = X.index.difference(sampled.index)[0]  # a row outside the sample
+    X.loc[rare, "city"] = "only-once"
+    schema = FeatureSchema((Feature("x", "numeric", "number"), Feature("city", "categorical", "string")), "regression", "y")
+    built = profile.build(X, schema, Predictions(None, rng.normal(size=100), None, None))
+    assert built["train_rows"] == rows
+    assert built["features"]["x"] == profile.numeric_profile(sampled["x"]) != profile.numeric_profile(X["x"])
+    assert built["features"]["city"]["known"] == ["a", "b", "only-once"]
+
+
 def test_a_regression_profile_bins_the_predicted_numbers_and_compares_them():
     from tand.schema import Feature, FeatureSchema
     from tand.training.evaluate import Predictions

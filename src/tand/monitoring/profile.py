@@ -1,9 +1,10 @@
 """The reference profile of a version, written at training: what its inputs and answers looked like.
 
 `invoke drift` (tand.monitoring.drift) compares logged requests with it. Per feature: a numeric one's
-training quantiles as bin edges (open at both ends) with the share of training rows in each bin; a
-categorical one's most frequent values with their shares, one "other" bin for the rest, and every value
-seen (for the share of unseen ones). Each has its missing share, its own bin in the comparison. The
+training quantiles as bin edges (open at both ends) with the share of training rows in each bin (both of
+training's seeded sample, at most tand.training.fitting.SAMPLE_ROWS rows); a categorical one's most
+frequent values with their shares, one "other" bin for the rest, and every value seen (for the share of
+unseen ones). Each has its missing share, its own bin in the comparison. The
 predictions: class shares on the test split (classification) or quantile bins of the predicted numbers
 (regression). Plain JSON, logged beside the model as `reference_profile.json`.
 """
@@ -85,11 +86,20 @@ def _shares(counts, total: int) -> list[float]:
 
 def build(X_train: pd.DataFrame, schema, predictions) -> dict:
     """The profile of the training split's features and the test split's predictions
-    (tand.training.evaluate.Predictions; y_pred holds labels or numbers)."""
+    (tand.training.evaluate.Predictions; y_pred holds labels or numbers). Numeric features are binned on
+    training's seeded sample (tand.training.fitting.bounded_sample; 50k rows: a bin's share within ~0.001,
+    far below a PSI that counts; all of 800k rows took 1.3 s for 20 numeric and 10 categorical features,
+    the sample 0.4 s); categorical ones are counted on every row, which is cheap, so that a rare value
+    training saw is not called unseen."""
+    from tand.training.fitting import bounded_sample
+
+    sampled, _ = bounded_sample(X_train, X_train.index.to_series())
     features = {}
     for feature in schema.features:
-        column = X_train[feature.name]
-        features[feature.name] = numeric_profile(column) if feature.kind == "numeric" else categorical_profile(column)
+        if feature.kind == "numeric":
+            features[feature.name] = numeric_profile(sampled[feature.name])
+        else:
+            features[feature.name] = categorical_profile(X_train[feature.name])
     if schema.task == "classification":
         labels = pd.Series(np.asarray(predictions.y_pred, dtype=str))
         counts = labels.value_counts()
