@@ -50,12 +50,19 @@ def test_tand_sklearn_config_trains_sklearn():
     assert cfg.train.model == "random_forest"
 
 
-def test_shipped_config_is_valid_and_points_at_the_shipped_schema():
-    raw = json.loads((REPO / "config.json").read_text())
+def test_the_schema_file_is_current():
+    assert json.loads((REPO / "config.schema.json").read_text()) == json_schema(), "config.schema.json is stale: run `invoke config-schema`"
+
+
+def test_the_shipped_config_is_valid_and_points_at_the_schema():
+    """The template's own config.json (the bundled example). A fork's config.json is the user's: the suite
+    never judges it (`invoke check` does), so once it trains other data this test has nothing to check."""
+    raw = json.loads((REPO / "config.json").read_text(encoding="utf-8-sig"))
+    if raw.get("train", {}).get("data_path") != "examples/breast_cancer.csv":
+        pytest.skip("config.json is yours (it no longer trains the bundled example): `invoke check` checks it")
     cfg = load_config(REPO / "config.json")
     assert cfg.train.framework == "pytorch" and cfg.train.task == "classification"
-    schema_path = REPO / raw["$schema"]
-    assert json.loads(schema_path.read_text()) == json_schema(), "config.schema.json is stale: run `invoke config-schema`"
+    assert (REPO / raw["$schema"]).resolve() == (REPO / "config.schema.json").resolve()
 
 
 def test_misspelled_key_is_named_with_a_suggestion():
