@@ -101,8 +101,7 @@ def _times(values: pd.Series, source: str) -> pd.Series:
 def feature_frame(entries: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """The logged features as columns (`names`, in order); a feature an entry lacks is missing (NaN)."""
     records = [f if isinstance(f, dict) else {} for f in entries["features"]]
-    frame = pd.DataFrame.from_records(records, index=entries.index, columns=names)
-    return frame.reindex(columns=names)
+    return pd.DataFrame.from_records(records, index=entries.index, columns=names)
 
 
 def _empty() -> pd.DataFrame:
