@@ -12,7 +12,7 @@ import html
 import io
 
 from tand.monitoring.card_render import STYLE
-from tand.training.canvas import LABEL, TICK
+from tand.training.canvas import LABEL, TICK, Canvas, fit, nice_ticks
 
 REFERENCE, LIVE, DRIFTED = "#9fb3c8", "#2f80ed", "#d64545"
 EXTRA_STYLE = """
@@ -25,8 +25,6 @@ def bins_png(shift, threshold: float) -> bytes:
     """Reference and live share per bin as horizontal bars, the first bin on top. Drawn on one Canvas
     (plain artists, no tick machinery): a report of many features renders in a fraction of the time."""
     from matplotlib.patches import Patch
-
-    from tand.training.canvas import Canvas, fit, nice_ticks
 
     live_color = DRIFTED if shift.drifted else LIVE
     handles = [Patch(color=REFERENCE, label="reference (training)"), Patch(color=live_color, label="live (logged requests)")]
