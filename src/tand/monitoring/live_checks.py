@@ -261,11 +261,8 @@ def _live_metrics(joined: pd.DataFrame, label: str, schema, train_config) -> dic
     y_true = actual_classes(joined[label].reset_index(drop=True), schema.classes, label, coded)
     y_pred = joined["prediction"].astype(str).to_numpy()
     probabilities = list(joined["probabilities"])
-    if any(not isinstance(p, dict) for p in probabilities):  # a model that answers labels only
-        from sklearn import metrics as skm
-
-        truth = y_true.to_numpy(dtype=str)
-        return {"accuracy": float(skm.accuracy_score(truth, y_pred)), "balanced_accuracy": float(skm.balanced_accuracy_score(truth, y_pred))}
+    if any(not isinstance(p, dict) for p in probabilities):  # a model that answers labels only: the label metrics
+        return compute_metrics(Predictions(y_true.to_numpy(dtype=str), y_pred, None, schema.classes, schema.positive_class))
     proba = np.array([[float(p.get(c, 0.0)) for c in schema.classes] for p in probabilities])
     proba /= np.where(proba.sum(axis=1, keepdims=True) > 0, proba.sum(axis=1, keepdims=True), 1.0)  # a float32 model's sum is 1 ± 1e-7
     return compute_metrics(Predictions(y_true.to_numpy(dtype=str), y_pred, proba, schema.classes, schema.positive_class))

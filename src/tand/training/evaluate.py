@@ -65,11 +65,13 @@ def classification_metrics(p: Predictions) -> dict[str, float]:
     out = {
         "accuracy": skm.accuracy_score(y_true, y_pred),
         "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
-        "log_loss": skm.log_loss(y_true, p.proba, labels=labels),
     }
+    scored = p.proba is not None  # labels only (a live log of a model without probabilities): no ranking metrics
+    if scored:
+        out["log_loss"] = skm.log_loss(y_true, p.proba, labels=labels)
     present = [i for i in labels if np.any(y_true == i)]
     truth = [y_true == i for i in labels]
-    if len(present) >= 2:
+    if scored and len(present) >= 2:
         if len(classes) == 2:
             column = classes.index(p.positive) if p.positive in classes else 1
             out["roc_auc"] = skm.roc_auc_score(truth[column], p.proba[:, column])
@@ -92,7 +94,7 @@ def classification_metrics(p: Predictions) -> dict[str, float]:
         out[f"specificity_{key}"] = _ratio(tn, tn + fp)
         out[f"npv_{key}"] = _ratio(tn, tn + fn)
         out[f"fpr_{key}"] = _ratio(fp, fp + tn)
-        if tp + fn:  # average precision of this class against the rest (undefined when it is absent)
+        if scored and tp + fn:  # average precision of this class against the rest (undefined when it is absent)
             out[f"average_precision_{key}"] = skm.average_precision_score(truth[i], p.proba[:, i])
     return {k: float(v) for k, v in out.items()}
 
