@@ -193,9 +193,9 @@ def _prediction_log(env, configured) -> PredictionLogSettings | None:
     if raw and _POSTGRES_URL.match(raw):
         path, url = None, raw
     elif raw and "://" in raw:
-        from app.predict.log_sinks import redacted
+        from tand.tracking.stores import redact
 
-        raise SettingsError(f"PREDICTION_LOG={redacted(raw)!r} is neither a folder nor a postgresql:// URL")
+        raise SettingsError(f"PREDICTION_LOG={redact(raw)!r} is neither a folder nor a postgresql:// URL")
     elif raw:
         path, url = raw, None
     if not path and not url:

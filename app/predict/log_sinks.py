@@ -14,15 +14,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
 import msgspec
+
+from tand.monitoring.log_format import COLUMNS, CREATE_TABLE, TABLE
+from tand.tracking.stores import libpq_url, redact
 
 ROTATE_ROWS = 100_000
 ROTATE_SECONDS = 3600.0
 PARQUET_GROUP_ROWS = 10_000  # Parquet: entries held for one row group (few large groups read fast) ...
 PARQUET_GROUP_SECONDS = 60.0  # ... or this long, whichever comes first
-COLUMNS = ("request_id", "row", "time", "model_name", "model_version", "features", "prediction", "probabilities", "latency_ms")
 
 
 class SinkError(Exception):
@@ -150,30 +150,13 @@ class FolderSink:
         self._path = None
 
 
-TABLE = "prediction_log"
-CREATE_TABLE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-    request_id text NOT NULL, row int NOT NULL, time timestamptz NOT NULL, model_name text NOT NULL,
-    model_version int NOT NULL, features jsonb NOT NULL, prediction jsonb NOT NULL, probabilities jsonb,
-    latency_ms double precision NOT NULL)"""
-
-
-def redacted(url: str) -> str:
-    """The URL without its password (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 class PostgresSink:
     """The table `prediction_log` (in the first schema of the search_path, e.g. ?options=-csearch_path%3Dlogs)."""
 
     def __init__(self, url: str, connect_timeout: float = 5):
         import psycopg
 
-        scheme, rest = url.split("://", 1)
-        self._url, self._shown = f"postgresql://{rest}", redacted(url)
+        self._url, self._shown = libpq_url(url), redact(url)
         self._encoder = msgspec.json.Encoder()
         try:
             self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=int(connect_timeout))

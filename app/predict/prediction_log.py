@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from app.predict.log_sinks import CREATE_TABLE, TABLE, Entry, SinkError, open_sink  # noqa: F401 - the table's DDL re-exported (tests create it)
+from app.predict.log_sinks import Entry, SinkError, open_sink
 
 log = logging.getLogger("app")
 

@@ -245,7 +245,7 @@ def test_the_postgresql_log_is_read_with_since_and_version(tracked, tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracking" / "team"))
     from team_support import pg_admin, pg_uri, require_postgres
 
-    from app.predict.prediction_log import CREATE_TABLE
+    from tand.monitoring.log_format import CREATE_TABLE
 
     require_postgres()
     store, root, frame, version = tracked

@@ -18,12 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from tand.errors import ConfigError, DataError
-from tand.tracking.stores import redact, scheme
+from tand.monitoring.log_format import COLUMNS, ENV_VAR, REQUIRED, TABLE
+from tand.tracking.stores import libpq_url, redact, scheme
 
-COLUMNS = ("request_id", "row", "time", "model_name", "model_version", "features", "prediction", "probabilities", "latency_ms")
-REQUIRED = ("request_id", "row", "time", "model_name", "model_version", "features")
-TABLE = "prediction_log"
-ENV_VAR = "PREDICTION_LOG"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -184,9 +181,8 @@ def _read_postgres(url: str, since: datetime | None, version: int | None, model_
         where.append("model_version = %s")
         params.append(version)
     query = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY time"
-    plain = "postgresql://" + url.split("://", 1)[1]  # postgresql+psycopg:// and postgres:// too
     try:
-        with psycopg.connect(plain, connect_timeout=10) as connection:
+        with psycopg.connect(libpq_url(url), connect_timeout=10) as connection:
             rows = connection.execute(query, params).fetchall()
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -33,6 +33,11 @@ def backend_uri(uri: str) -> str:
     return uri
 
 
+def libpq_url(uri: str) -> str:
+    """postgresql+psycopg://... or postgres://... → postgresql://... (what psycopg.connect takes)."""
+    return "postgresql://" + uri.split("://", 1)[1]
+
+
 def redact(uri: str) -> str:
     """The URI without its password, fit for messages and logs."""
     parts = urlsplit(uri)
