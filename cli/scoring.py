@@ -61,24 +61,13 @@ def predict(c, input, output, version=None, alias=None, keep=None, chunk_rows=20
 
 
 def load_version(uri: str, name: str, version: int):
-    """(schema, predictor) as the API loads the version (app.store.serving.ModelStore.load): the compiled file
-    logged with it when there is one (no MLflow or scikit-learn import), else the pipeline through MLflow.
-    One BLAS thread, as in each API worker: the comparison with the API is per core."""
+    """(schema, predictor) as the API loads the version (app.store.serving.load_version: the compiled file logged
+    with it, else MLflow), with one BLAS thread, as in each API worker: the comparison with the API is per core."""
     from threadpoolctl import threadpool_limits
 
-    from app.predict.predictor import Predictor
-    from app.store.loading import load_from_registry
-    from app.store.snapshots import Snapshot
-    from tand.tracking.compiled_files import read_compiled
+    from app.store import serving
     from tand.tracking.lookup import AliasTarget
 
-    logged = read_compiled(uri, name, AliasTarget(version, ""))
-    if logged is not None:
-        snapshot = Snapshot.from_loaded(*logged)
-        predictor = Predictor(snapshot.schema, preprocessor=snapshot.preprocessor, estimator=snapshot.mlp)
-        schema = snapshot.schema
-    else:
-        loaded = load_from_registry(uri, name, version)
-        schema, predictor = loaded.schema, loaded.predictor
+    loaded = serving.load_version(uri, name, AliasTarget(version, ""))
     threadpool_limits(limits=1, user_api="blas")
-    return schema, predictor
+    return loaded.schema, loaded.predictor

@@ -109,17 +109,14 @@ class ModelStore:
     # -- loading (runs in a worker thread) -------------------------------------------------
 
     def load(self, target: AliasTarget) -> ServedModel:
-        """The cheapest source first: a local snapshot, the compiled file logged with the version, MLflow."""
-        snapshot, loaded_from = (self._cache.read(target) if self._cache else None), "snapshot"
-        if snapshot is None:
-            logged, loaded_from = read_compiled(self.settings.tracking_uri, self.settings.model_name, target), "registry"
-            snapshot = Snapshot.from_loaded(*logged) if logged is not None else None
-            if snapshot is not None and self._cache is not None:
-                self._cache.write(target, snapshot)
+        """The cheapest source first: a local snapshot, then `load_version` (the compiled file, MLflow)."""
+        snapshot = self._cache.read(target) if self._cache else None
         if snapshot is not None:
-            predictor = Predictor(snapshot.schema, preprocessor=snapshot.preprocessor, estimator=snapshot.mlp)
-            return self._served(target, snapshot.schema, snapshot.metrics, snapshot.example, predictor, loaded_from)
-        return self._load_from_registry(target)
+            return self._served(target, snapshot.schema, snapshot.metrics, snapshot.example, snapshot.predictor(), "snapshot")
+        loaded = load_version(self.settings.tracking_uri, self.settings.model_name, target)
+        if self._cache is not None and loaded.snapshot is not None:
+            self._cache.write(target, loaded.snapshot)
+        return self._served(target, loaded.schema, loaded.metrics, loaded.example, loaded.predictor, loaded.loaded_from)
 
     def _served(self, target, schema, metrics, example, predictor, loaded_from) -> ServedModel:
         s = self.settings
@@ -128,13 +125,30 @@ class ModelStore:
             s.model_name, target.version, s.model_alias, target.run_id, target, schema, metrics, example, predictor, parser, loaded_from
         )
 
-    def _load_from_registry(self, target: AliasTarget) -> ServedModel:
-        loaded = load_from_registry(self.settings.tracking_uri, self.settings.model_name, target.version)
-        served = self._served(target, loaded.schema, loaded.metrics, loaded.example, loaded.predictor, "mlflow")
-        parts = loaded.predictor.snapshot_parts
-        if self._cache is not None and parts is not None:
-            self._cache.write(target, Snapshot(loaded.schema, loaded.metrics, loaded.example, *parts))
-        return served
+
+@dataclass(frozen=True)
+class Servable:
+    """A version loaded for serving, and where it came from."""
+
+    schema: FeatureSchema
+    metrics: dict
+    example: dict | None
+    predictor: Predictor
+    loaded_from: str  # "registry" (the compiled file logged with the version) or "mlflow"
+    snapshot: Snapshot | None  # what a local snapshot of it holds (None: the model does not compile)
+
+
+def load_version(tracking_uri: str, model_name: str, target: AliasTarget) -> Servable:
+    """A registered version as the API serves it: the compiled file logged with it when there is one (no MLflow
+    or scikit-learn import), else the pipeline through MLflow. `invoke predict` loads through this too."""
+    logged = read_compiled(tracking_uri, model_name, target)
+    if logged is not None:
+        snapshot = Snapshot.from_loaded(*logged)
+        return Servable(snapshot.schema, snapshot.metrics, snapshot.example, snapshot.predictor(), "registry", snapshot)
+    loaded = load_from_registry(tracking_uri, model_name, target.version)
+    parts = loaded.predictor.snapshot_parts
+    snapshot = Snapshot(loaded.schema, loaded.metrics, loaded.example, *parts) if parts is not None else None
+    return Servable(loaded.schema, loaded.metrics, loaded.example, loaded.predictor, "mlflow", snapshot)
 
 
 def single_threaded_blas():

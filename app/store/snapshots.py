@@ -44,6 +44,11 @@ class Snapshot:
         """From what tand.compiled.model.load returns: a snapshot's file, or the one training logged with the version."""
         return cls(FeatureSchema.from_dict(meta["schema"]), meta["metrics"], meta["example"], preprocessor, mlp)
 
+    def predictor(self):
+        from app.predict.predictor import Predictor
+
+        return Predictor(self.schema, preprocessor=self.preprocessor, estimator=self.mlp)
+
     @classmethod
     def from_file(cls, file) -> tuple[dict, Snapshot]:
         meta, preprocessor, mlp = compiled.load(file)
