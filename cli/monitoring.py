@@ -67,7 +67,6 @@ def model_card(c, version=None, output=None, format="html", config="config.json"
 )
 def drift(c, log=None, since=None, version=None, config="config.json"):
     """Compare logged requests with the served version's training profile (PSI per feature); exit 2 when one drifted."""
-    import os
 
     number = whole_number("--version", version)
     load_env("train.env")
@@ -76,7 +75,7 @@ def drift(c, log=None, since=None, version=None, config="config.json"):
         from tand.monitoring import live_checks, live_log
 
         cfg = load_config(config)
-        source = live_log.source_from(log, os.environ.get(live_log.ENV_VAR), cfg.app.prediction_log)
+        source = live_log.source_from(log, cfg.app.prediction_log)
         checked = live_checks.check_drift(cfg, source, live_log.parse_since(since), number)
     result, target = checked.result, checked.target
     print(f"drift: {target.model_name} version {target.version}, {result.rows:,} logged rows ({result.first} to {result.last})")
@@ -105,7 +104,6 @@ def drift(c, log=None, since=None, version=None, config="config.json"):
 )
 def evaluate_live(c, outcomes, label_column=None, log=None, since=None, version=None, config="config.json"):
     """Join later outcomes with the prediction log and log the live metrics (live_<metric>) to the version's run."""
-    import os
 
     number = whole_number("--version", version)
     load_env("train.env")
@@ -114,7 +112,7 @@ def evaluate_live(c, outcomes, label_column=None, log=None, since=None, version=
         from tand.monitoring import live_checks, live_log
 
         cfg = load_config(config)
-        source = live_log.source_from(log, os.environ.get(live_log.ENV_VAR), cfg.app.prediction_log)
+        source = live_log.source_from(log, cfg.app.prediction_log)
         done = live_checks.evaluate_live(cfg, source, outcomes, label_column, number, live_log.parse_since(since))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in done.metrics.items() if "_" not in k or k in ("balanced_accuracy", "roc_auc", "log_loss", "average_precision"))
     print(

@@ -11,7 +11,6 @@ version's run as live_<metric>.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -84,21 +83,10 @@ def resolve_version(model_name: str, alias: str, version: int | None, entries: p
 
 def _run_json(target: Target, name: str) -> dict | None:
     """A JSON artifact of the version's run, None when the run has none."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow.artifacts
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from tand.tracking.runs import read_run_text
 
-    if not target.run_id:
-        return None
-    try:
-        if name not in {f.path for f in MlflowClient().list_artifacts(target.run_id)}:
-            return None
-        with tempfile.TemporaryDirectory() as folder:
-            local = mlflow.artifacts.download_artifacts(run_id=target.run_id, artifact_path=name, dst_path=folder)
-            return json.loads(Path(local).read_text(encoding="utf-8"))
-    except (MlflowException, OSError) as exc:
-        raise RegistryError(f"cannot read {name} of run {target.run_id}: {str(exc).splitlines()[0][:200]}") from None
+    text = read_run_text(target.run_id, name) if target.run_id else None
+    return None if text is None else json.loads(text)
 
 
 def _entries(source: str, since, model_name: str, alias: str, version: int | None) -> tuple[Target, pd.DataFrame, str]:

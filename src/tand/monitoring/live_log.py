@@ -11,6 +11,7 @@ version, for tand.monitoring.drift and live evaluation.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,9 +30,9 @@ def is_url(source: str) -> bool:
     return scheme(source) in ("postgresql", "postgres")
 
 
-def source_from(flag: str | None, env_value: str | None, log_config) -> str:
-    """Where the log is: `--log`, else PREDICTION_LOG, else config's app.prediction_log (path or url)."""
-    for candidate in (flag, env_value, log_config and (log_config.url or log_config.path)):
+def source_from(flag: str | None, log_config) -> str:
+    """Where the log is: `--log`, else PREDICTION_LOG (as the API reads it), else config's app.prediction_log (path or url)."""
+    for candidate in (flag, os.environ.get(ENV_VAR, "").strip(), log_config and (log_config.url or log_config.path)):
         if candidate:
             return str(candidate)
     raise ConfigError(

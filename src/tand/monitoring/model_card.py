@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tand.errors import ConfigError, RegistryError
+from tand.errors import ConfigError
 
 CARD_DIR = "model_card"
 FILES = {"html": "model_card.html", "md": "model_card.md"}
@@ -293,19 +292,6 @@ def read_card(tracking_uri: str, run_id: str, fmt: str = "html") -> str | None:
     when the store cannot be read."""
     if not run_id:  # a version registered from no run
         return None
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow.artifacts
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from tand.tracking.runs import read_run_text
 
-    try:
-        listed = {Path(f.path).name for f in MlflowClient(tracking_uri=tracking_uri).list_artifacts(run_id, CARD_DIR)}
-        if FILES[fmt] not in listed:
-            return None
-        with tempfile.TemporaryDirectory() as folder:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=f"{CARD_DIR}/{FILES[fmt]}", dst_path=folder, tracking_uri=tracking_uri
-            )
-            return Path(local).read_text(encoding="utf-8")
-    except (MlflowException, OSError) as exc:
-        raise RegistryError(f"cannot read the model card of run {run_id}: {str(exc).splitlines()[0][:200]}") from None
+    return read_run_text(run_id, f"{CARD_DIR}/{FILES[fmt]}", tracking_uri, what="the model card")

@@ -84,3 +84,26 @@ def fail_stale_runs(experiment_id: str) -> list[str]:
     for run_id in stale:
         client.set_terminated(run_id, "FAILED")
     return stale
+
+
+def read_run_text(run_id: str, path: str, tracking_uri: str | None = None, what: str | None = None) -> str | None:
+    """The text of artifact `path` of a run, None when the run has no such file; RegistryError naming `what`
+    (default: the path) when the store cannot be read."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import tempfile
+
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from tand.errors import RegistryError
+
+    folder, _, name = path.rpartition("/")
+    try:
+        listed = {Path(f.path).name for f in MlflowClient(tracking_uri=tracking_uri).list_artifacts(run_id, folder or None)}
+        if name not in listed:
+            return None
+        with tempfile.TemporaryDirectory() as local_dir:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=local_dir, tracking_uri=tracking_uri)
+            return Path(local).read_text(encoding="utf-8")
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot read {what or path} of run {run_id}: {str(exc).splitlines()[0][:200]}") from None
