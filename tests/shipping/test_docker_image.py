@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -187,8 +188,11 @@ def test_the_baked_model_answers_with_no_network_and_two_workers_count_as_one(im
         samples = [s for family in text_string_to_metric_families(scrape) for s in family.samples
                    if s.name == "tand_http_requests_total" and s.labels.get("route") == "/predict"]
         assert sum(s.value for s in samples if s.labels.get("status") == "200") == 8, scrape[:2000]
-    workers = docker("exec", name, "sh", "-c", "ls $(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^PROMETHEUS_MULTIPROC_DIR=//p')").stdout
-    assert workers.strip(), "the workers wrote no metrics files to PROMETHEUS_MULTIPROC_DIR"
+    files = docker("exec", name, "sh", "-c", "ls $(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^PROMETHEUS_MULTIPROC_DIR=//p')").stdout.split()
+    # prometheus_client names each file by the process that writes it (counter_<pid>.db, gauge_livemax_<pid>.db):
+    # both workers share the folder, so the sums above are over both, even if one worker took every request
+    pids = {re.search(r"_(\d+)\.db$", f).group(1) for f in files if re.search(r"_(\d+)\.db$", f)}
+    assert len(pids) >= 2, f"expected the files of 2 workers in PROMETHEUS_MULTIPROC_DIR, found {files}"
 
 
 def _step_cached(output: str, instruction: str) -> bool:
