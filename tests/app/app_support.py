@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import EXAMPLE_CONFIG, example_frame, stop_process_group
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pandas as pd
 import pytest
 from conftest import example_frame
 
 from app.predict.coalesce import Coalescer
 from app.store.loading import load_from_registry
 from app.predict.predictor import OutOfRange
-from app_support import REPO
 
 
 class Served:

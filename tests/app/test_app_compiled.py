@@ -15,7 +15,6 @@ from app.store.loading import build_predictor, load_from_registry
 from app.predict.predictor import OutOfRange, Predictor
 from tand.tracking.lookup import AliasTarget
 from app.store.snapshots import Snapshot, SnapshotCache
-from app_support import REPO
 from tand.compiled.model import NumpyMLP, compile_preprocessor, from_arrays, to_arrays
 from tand.models.mlp import MLPRegressor
 from tand.training.pipeline import build_preprocessor

@@ -9,7 +9,7 @@ from conftest import EXAMPLE_CONFIG
 
 from tand.tracking.lookup import AliasTarget, lookup_alias
 from app.settings import EXAMPLE_TOKEN, HttpLimits, Settings, SettingsError
-from app_support import REPO, copy_store
+from app_support import copy_store
 from tand.errors import RegistryError
 from cli.serving import HTTP_PROTOCOL, uvicorn_command
 

@@ -47,7 +47,6 @@ def frame(kind: str, rows: int = 300) -> pd.DataFrame:
 def served(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("store"))
     root = tmp_path_factory.mktemp("explain")
-    versions = {}
     for name, (kind, train) in CASES.items():
         csv = root / f"{kind}.csv"
         frame(kind).to_csv(csv, index=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import httpx
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 
 from app_support import TOKEN, Store, mixed_dataset, server_env, start_server, train_version, write_config
-from conftest import EXAMPLE_CONFIG, INVOKE, REPO, example_csv
+from conftest import EXAMPLE_CONFIG, INVOKE, example_csv
 
 MODEL = "batch-scored"
 

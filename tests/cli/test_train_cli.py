@@ -1,15 +1,13 @@
 """`invoke train` as users run it: bad input ends with one line and registers nothing; real datasets train."""
 
 import json
-import subprocess
 
-import pandas as pd
 import pytest
 from invoke import Program
 from mlflow import MlflowClient
 
 import tasks
-from conftest import INVOKE, REPO, example_frame, shared_dataset, tiny_config
+from conftest import example_frame, shared_dataset, tiny_config
 from test_config import TAND_PYTORCH, tand_sklearn
 
 MODEL = tiny_config()["mlflow"]["model_name"]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import example_csv, tiny_config
+from conftest import example_csv, tiny_sklearn_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracking" / "team"))
 from team_support import INVOKE, Process, base_env, fresh_database, pg_admin, pg_uri, require_postgres, wait_for  # noqa: E402
@@ -21,10 +21,8 @@ MODEL_NAME = "tune-model"
 
 
 def _project(root: Path, model: str, space: dict | None = None) -> Path:
-    config = tiny_config(data_path=str(example_csv()), framework="sklearn", model=model)
-    for key in ("epochs", "hidden_dim", "patience", "batch_size"):
-        config["train"].pop(key, None)
-    config["mlflow"] = {"model_name": MODEL_NAME, "experiment_name": "tune-experiment"}
+    config = tiny_sklearn_config(MODEL_NAME, data_path=str(example_csv()), model=model)
+    config["mlflow"]["experiment_name"] = "tune-experiment"
     config["tune"] = {"space": space or {}}
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(config))

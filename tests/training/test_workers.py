@@ -129,7 +129,7 @@ def test_the_package_scan_is_skipped_only_while_logging(monkeypatch):
 
 
 def test_a_torch_process_dying_under_the_fit_worker_is_named_as_such(tmp_path):
-    from conftest import REPO, tiny_config
+    from conftest import tiny_config
     from tand.config import parse_config
     from tand.training.data import load_dataset, split
     from tand.training.pipeline import build_pipeline

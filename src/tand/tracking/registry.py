@@ -13,7 +13,6 @@ import re
 import tempfile
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 

@@ -223,7 +223,6 @@ def test_promotion_racing_a_training_run(cluster: Cluster):
     import pandas as pd
     from mlflow import MlflowClient
 
-    from tand.tracking import registry
     from tand.errors import RegistryError
     from tand.tracking.promotion import promote
 

@@ -176,8 +176,6 @@ def _artifact_files(store: TeamStore, file_name: str) -> list[str]:
 def _assert_production_loads_and_predicts(store: TeamStore, name: str, project: Path, version: int) -> None:
     import pandas as pd
 
-    from tand.tracking import registry
-
     # This process has no AWS credentials either: artifacts come through the server.
     with tracking(store.uri):
         loaded = load_registered(name, alias="production")
