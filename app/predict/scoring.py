@@ -356,6 +356,10 @@ def score_file(
             summary.scored += len(scored.positions)
             summary.refused += len(scored.refused)
             bar.update(batch.num_rows)
+    except BaseException:
+        if not bar.n:  # stopped before the first chunk (a missing column, an unreadable file): no empty bar above the error
+            bar.leave = False
+        raise
     finally:
         bar.close()
         with _writing(output_path):
