@@ -69,7 +69,8 @@ class _BoostingBase(BaseEstimator):
         self.n_rounds_ = spec.rounds(model)
         self.history_ = _thinned(spec.validation_curve(model))
         if self.progress and len(val_rows):
-            print(f"{self.library}: {self.n_rounds_} rounds (early stopping on {len(val_rows)} validation rows)", file=sys.stderr)
+            ran = f"stopped after {bar.n} rounds, kept the best {self.n_rounds_}" if bar.n > self.n_rounds_ else f"{self.n_rounds_} rounds"
+            print(f"{self.library}: {ran} (early stopping on {len(val_rows)} validation rows)", file=sys.stderr)
         return self
 
     def _validation_rows(self, y_encoded: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
