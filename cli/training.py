@@ -43,6 +43,8 @@ def train(c, config="config.json", quiet=False, inline=False, verbose=False, das
             f"marked {len(result.stale_runs_failed)} run(s) FAILED that an `invoke train` on this host left RUNNING "
             f"when it was killed: {', '.join(result.stale_runs_failed)}"
         )
+    if result.schema is not None:
+        print(_features_line(result.schema))
     if result.leaderboard:
         print(_selection_line(result.leaderboard))
     print(f"registered {result.model_name} version {result.version} (run {result.run_id})")
@@ -57,6 +59,20 @@ def train(c, config="config.json", quiet=False, inline=False, verbose=False, das
     # The interpreter's last garbage collections at exit walk every object MLflow, pandas and
     # scikit-learn created: about 1.5 s here (bench/train_bench.py). Frozen objects are skipped.
     gc.freeze()
+
+
+def _features_line(schema) -> str:
+    """The inputs as the template read them: a column meant as a category but stored as numbers shows here."""
+
+    def listed(names: list[str]) -> str:
+        shown = ", ".join(names[:8])
+        return shown + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+    parts = [f"{len(schema.numeric)} numeric" + (f" ({listed(schema.numeric)})" if schema.numeric else "")]
+    parts.append(f"{len(schema.categorical)} categorical" + (f" ({listed(schema.categorical)})" if schema.categorical else ""))
+    if schema.dropped:
+        parts.append(f"dropped {listed(list(schema.dropped))}")
+    return f"features: {'; '.join(parts)} (train.categorical / train.numeric in the config change it)"
 
 
 def _selection_line(table: list[dict]) -> str:

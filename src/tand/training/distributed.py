@@ -275,4 +275,6 @@ def train_on_cluster(cfg: Config, address: str, project_dir: str | Path = ".", p
     laps.lap("register")
     model_card.log_card(card, run_id, version)
     laps.lap("model_card")
-    return run.TrainResult(run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale, table)
+    return run.TrainResult(
+        run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale, table, dataset.schema
+    )

@@ -30,6 +30,7 @@ from tand.config import Config
 from tand.errors import TandError
 
 if TYPE_CHECKING:
+    from tand.schema import FeatureSchema
     from tand.training.auto import Selection
     from tand.training.data import Dataset, Split
     from tand.training.fitting import Evaluation
@@ -48,6 +49,7 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     stale_runs_failed: list[str] = field(default_factory=list)  # RUNNING runs of dead processes, now FAILED
     leaderboard: list[dict] = field(default_factory=list)  # model "auto": one row per candidate, best first
+    schema: FeatureSchema | None = None  # the inputs as inferred from the data (`invoke train` prints them)
 
 
 class DiskFull(TandError):
@@ -237,7 +239,7 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
     model_card.log_card(card, run_id, version)  # rendered once the version number is known
     laps.lap("model_card")
     return TrainResult(
-        run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale, table
+        run_id, cfg.mlflow.model_name, version, alias_set, evaluation.metrics, request, laps.seconds, stale, table, dataset.schema
     )
 
 
