@@ -177,9 +177,6 @@ def _flag(env, name: str) -> bool:
     raise SettingsError(f"{name}={env[name]!r} is not a yes/no value (true or false)")
 
 
-_POSTGRES_URL = re.compile(r"^postgres(ql)?(\+\w+)?://")
-
-
 def _prediction_log(env, configured) -> PredictionLogSettings | None:
     """app.prediction_log, with PREDICTION_LOG (a folder or a postgresql:// URL) in place of its path/url and
     PREDICTION_LOG_SAMPLE in place of its sample; off when neither the config nor PREDICTION_LOG asks for it."""
@@ -190,11 +187,11 @@ def _prediction_log(env, configured) -> PredictionLogSettings | None:
         return None
     base = configured or PredictionLogConfig()
     path, url = base.path, base.url
-    if raw and _POSTGRES_URL.match(raw):
+    from tand.tracking.stores import redact, scheme
+
+    if raw and scheme(raw) in ("postgresql", "postgres"):
         path, url = None, raw
     elif raw and "://" in raw:
-        from tand.tracking.stores import redact
-
         raise SettingsError(f"PREDICTION_LOG={redact(raw)!r} is neither a folder nor a postgresql:// URL")
     elif raw:
         path, url = raw, None
