@@ -13,7 +13,7 @@ from tand.training import canvas, feature_plots  # first: canvas selects the hea
 import pandas as pd  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from tand.training.evaluate import Predictions  # noqa: E402
+from tand.training.evaluate import Predictions, class_codes  # noqa: E402
 from tand.schema import FeatureSchema  # noqa: E402
 
 DPI = canvas.DPI
@@ -26,7 +26,8 @@ def _figure(width: float, height: float, **kwargs):
 
 def confusion_matrix_figure(p: Predictions):
     classes = list(p.classes)
-    matrix = skm.confusion_matrix(p.y_true, p.y_pred, labels=classes)
+    codes = list(range(len(classes)))  # class codes, as the metrics count them: no sorting of label strings
+    matrix = skm.confusion_matrix(class_codes(p.y_true, classes), class_codes(p.y_pred, classes), labels=codes)
     side = min(9.0, max(4.5, 0.55 * len(classes) + 2.5))
     fig, ax = _figure(side, side)
     skm.ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, colorbar=False, xticks_rotation=45)
