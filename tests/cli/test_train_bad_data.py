@@ -121,6 +121,8 @@ def test_a_european_customer_csv_trains_with_csv_options_and_names_ignored_keys(
     params = client.get_run(version.run_id).data.params
     assert params["features.numeric"].split(",") == ["tenure", "monthly_charges", "total_charges"]
     assert params["features.categorical"].split(",") == ["contract", "city"]
+    said = "features: 3 numeric (tenure, monthly_charges, total_charges); 2 categorical (contract, city)"
+    assert said in done.stdout.splitlines()[0], done.stdout  # what was inferred, said before anything else
     assert params["train.csv.encoding"] == "latin-1"
     request = json.loads((project.path / "request_model.json").read_text())
     assert isinstance(request["total_charges"], float) and request["city"] in {"Köln", "Zürich", "Málaga", "Paris"}

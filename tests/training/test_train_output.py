@@ -21,7 +21,10 @@ def test_training_is_quiet_by_default_and_verbose_on_request(project):
     quiet = project.invoke("train", "--quiet")
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert quiet.stderr == "", quiet.stderr
-    assert "seconds:" not in quiet.stdout and quiet.stdout.startswith("registered breast-cancer-classifier version 1")
+    lines = quiet.stdout.splitlines()
+    assert "seconds:" not in quiet.stdout and lines[1].startswith("registered breast-cancer-classifier version 1")
+    # First, the inputs as inferred: the integer columns are numbers (train.categorical would make them categories)
+    assert lines[0].startswith("features: 30 numeric (mean_radius, mean_texture, ") and "0 categorical" in lines[0], lines[0]
 
     verbose = project.invoke("train", "--quiet", "--verbose")
     assert verbose.returncode == 0 and verbose.stderr == "", verbose.stderr[-3000:]
