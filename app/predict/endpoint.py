@@ -33,7 +33,7 @@ from app.predict.explain import NotExplainable, explained_answers, wants_explana
 from app.store.serving import ModelStore
 from app.predict.predictor import OutOfRange
 from app.predict.parser import MAX_ERRORS, RequestError
-from app.predict.prediction_log import PredictionLog, request_id
+from app.predict.prediction_log import PredictionLog, log_body, request_id
 
 # Larger batches are predicted in a thread so the event loop keeps answering health checks.
 THREAD_ROWS = 256
@@ -142,6 +142,7 @@ class PredictEndpoint:
             return None
         try:
             rows, batch = served.parser.parse(body)
+            logged_body = None if self._log is None else log_body(body, batch)
             if scope.get("query_string") and wants_explanation(scope):  # app/predict/explain.py
                 # answers and explanations from one model input matrix, in a thread
                 answers = await run_in_threadpool(explained_answers, served.predictor, rows)
@@ -173,6 +174,6 @@ class PredictEndpoint:
             rid = request_id(scope["headers"])
             headers.append((b"x-request-id", rid.encode()))
             await send_json(send, 200, content, headers)
-            log.add(rid, served, rows, answers, (perf_counter() - started) * 1000)
+            log.add(rid, served, rows, answers, (perf_counter() - started) * 1000, logged_body)
         self._metrics.predicted(answers, served.schema.task == "classification")
         return 200

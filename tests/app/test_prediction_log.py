@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from test_metrics import samples
 
@@ -282,7 +283,9 @@ def test_the_log_seals_entries_on_the_event_loop_and_its_thread_writes_them_in_o
     from app.predict.prediction_log import SEAL_ROWS, PredictionLog
     from app.settings import PredictionLogSettings
 
-    served = SimpleNamespace(name="m", version=2, schema=SimpleNamespace(names=["a", "b"]), predictor=SimpleNamespace(class_names=["no", "yes"]))
+    features = [SimpleNamespace(name="a", dtype="number"), SimpleNamespace(name="b", dtype="string")]
+    schema = SimpleNamespace(names=["a", "b"], features=features)
+    served = SimpleNamespace(name="m", version=2, schema=schema, predictor=SimpleNamespace(class_names=["no", "yes"]))
     n = SEAL_ROWS * 2 + 5
 
     async def requests(log: PredictionLog) -> None:
@@ -310,3 +313,61 @@ def test_the_log_seals_entries_on_the_event_loop_and_its_thread_writes_them_in_o
         ]
         assert lines[0]["probabilities"] == {"no": 0.5, "yes": 0.5} and lines[-1]["features"] == {"a": 2.0, "b": "q"}
         assert all(e["model_name"] == "m" and e["model_version"] == 2 for e in lines)
+
+
+def test_a_single_row_body_is_its_entrys_features_only_where_it_says_what_the_validated_row_says(tmp_path):
+    """The body copied as it is (no number formatted again) when every feature is a number, string or boolean;
+    encoded anew from the validated row for an integer feature (3.0 validates to 3), a body with a line break,
+    and an exclusion. Both read back by drift's reader (live_log) as the same feature frame."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from app.metrics import Metrics
+    from app.predict.prediction_log import PredictionLog, log_body
+    from app.settings import PredictionLogSettings
+    from tand.monitoring import live_log
+
+    def served(dtypes: dict, version: int):
+        features = [SimpleNamespace(name=n, dtype=d) for n, d in dtypes.items()]
+        schema = SimpleNamespace(names=list(dtypes), features=features)
+        return SimpleNamespace(name="m", version=version, schema=schema, predictor=SimpleNamespace(class_names=["no", "yes"]))
+
+    plain = served({"a": "number", "b": "string", "c": "number"}, 1)
+    counted = served({"a": "number", "b": "string", "c": "integer"}, 2)
+    answer = [{"prediction": "yes", "probabilities": {"no": 0.25, "yes": 0.75}}]
+    cases = [  # (model, body as sent, validated row, features the entry must hold)
+        (plain, b'{"b": "caf\\u00e9", "a": 5, "c": 0.1}', (5.0, "café", 0.1), {"b": "café", "a": 5, "c": 0.1}),
+        (plain, b'{"a": 1.5,\n "b": "x"}', (1.5, "x", None), {"a": 1.5, "b": "x", "c": None}),
+        (counted, b'{"a": 1.5, "b": "x", "c": 3.0}', (1.5, "x", 3), {"a": 1.5, "b": "x", "c": 3}),
+    ]
+
+    async def requests(log: PredictionLog) -> None:
+        for i, (model, body, row, _) in enumerate(cases):
+            log.add(f"r{i}", model, [row], answer, 1.0, log_body(body, batch=False))
+        deadline = time.monotonic() + 30
+        while log.waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    for fmt in ("jsonl", "parquet"):
+        folder = tmp_path / fmt
+        log = PredictionLog(PredictionLogSettings(path=folder, format=fmt), Metrics())
+        log.start()
+        asyncio.run(requests(log))
+        log.stop()
+        if fmt == "jsonl":  # the first body as sent; the other two encoded anew, on one line each
+            text = b"".join(path.read_bytes() for path in folder.glob("*.jsonl"))
+            assert b'"features":' + cases[0][1] + b"," in text and text.count(b"\n") == 3
+            assert b'"features":{"a":1.5,"b":"x","c":null}' in text and b'"features":{"a":1.5,"b":"x","c":3}' in text
+        read = live_log.read(str(folder)).sort_values("request_id", ignore_index=True)
+        assert [f if isinstance(f, dict) else json.loads(f) for f in read["features"]] == [want for *_, want in cases], fmt
+        frame = live_log.feature_frame(read, ["a", "b", "c"])
+        assert frame["a"].tolist() == [5.0, 1.5, 1.5] and frame["b"].tolist() == ["café", "x", "x"], fmt
+        assert frame["c"].iloc[0] == 0.1 and pd.isna(frame["c"].iloc[1]) and frame["c"].iloc[2] == 3, fmt
+
+    excluding = PredictionLog(PredictionLogSettings(path=tmp_path / "excluding", exclude=["c"]), Metrics())
+    excluding.start()
+    asyncio.run(requests(excluding))
+    excluding.stop()
+    kept = live_log.read(str(tmp_path / "excluding")).sort_values("request_id", ignore_index=True)["features"].tolist()
+    assert kept == [{"a": 5.0, "b": "café"}, {"a": 1.5, "b": "x"}, {"a": 1.5, "b": "x"}]
