@@ -41,6 +41,7 @@ SLICE_METRICS = {"classification": ("accuracy", "balanced_accuracy", "roc_auc"),
 MAX_SLICE_VALUES = 30  # the most frequent values of a slice feature get a row each
 LIBRARIES = ("numpy", "pandas", "scikit-learn", "mlflow", "matplotlib")
 MISSING = "(missing)"
+PERFORMANCE = "Performance"
 
 
 @dataclass
@@ -72,8 +73,9 @@ def check_slices(card_config, schema) -> None:
             )
 
 
-def build(cfg, dataset, parts, evaluation, schema, plots: dict[str, bytes], run_id: str) -> Card:
-    """The card's content from what the training run has at hand (the version is set when logging)."""
+def build(cfg, dataset, parts, evaluation, schema, run_id: str) -> Card:
+    """The card's content from what the training run has at hand (the version is set when logging), without
+    the plots: `invoke train` builds it while its worker renders them (attach_plots adds them after)."""
     from tand.monitoring import bootstrap
 
     p = evaluation.predictions
@@ -83,7 +85,7 @@ def build(cfg, dataset, parts, evaluation, schema, plots: dict[str, bytes], run_
         _intended_use(cfg.model_card),
         _data(cfg, dataset, parts),
         _training(cfg, schema, evaluation),
-        _performance(schema, evaluation.metrics, ci, cfg.model_card.bootstrap_resamples, plots),
+        _performance(schema, evaluation.metrics, ci, cfg.model_card.bootstrap_resamples),
     ]
     if cfg.model_card.slice_by:
         sections.append(_slices(cfg.model_card.slice_by, parts.X_test, p, schema))
@@ -209,7 +211,14 @@ def _training(cfg, schema, evaluation) -> Section:
     return Section("Training", [("pairs", pairs)])
 
 
-def _performance(schema, metrics: dict, ci: dict, resamples: int, plots: dict[str, bytes]) -> Section:
+def attach_plots(card: Card, plots: dict[str, bytes]) -> None:
+    """The run's plots a reviewer reads (CARD_PLOTS, those rendered) at the end of the Performance section."""
+    shown = [(caption, name, plots[name]) for name, caption in CARD_PLOTS.items() if name in plots]
+    if shown:
+        next(s for s in card.sections if s.title == PERFORMANCE).blocks.append(("plots", shown))
+
+
+def _performance(schema, metrics: dict, ci: dict, resamples: int) -> Section:
     def cell(name: str) -> str:
         low_high = ci.get(name)
         return f"{low_high[0]:.4f} – {low_high[1]:.4f}" if low_high else "–"
@@ -229,10 +238,7 @@ def _performance(schema, metrics: dict, ci: dict, resamples: int, plots: dict[st
             key = metric_key(name)
             per_class.append([name, *(f"{_metric(metrics.get(f'test_{m}_{key}'))} ({cell(f'{m}_{key}')})" for m in PER_CLASS)])
         blocks.append(("table", ["class", *PER_CLASS], per_class, "Per class (test, with 95% intervals)"))
-    shown = [(caption, name, plots[name]) for name, caption in CARD_PLOTS.items() if name in plots]
-    if shown:
-        blocks.append(("plots", shown))
-    return Section("Performance", blocks)
+    return Section(PERFORMANCE, blocks)
 
 
 def _slices(features: list[str], X_test, p, schema) -> Section:

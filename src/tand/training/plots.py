@@ -53,6 +53,7 @@ def _curves_figure(p: Predictions, kind: str):
         display.from_predictions(
             positive, p.proba[:, p.classes.index(name)], pos_label=True, name=str(name), ax=ax,
             plot_chance_level=binary, chance_level_kw={"color": "grey", "linestyle": "--", "linewidth": 0.8},
+            drop_intermediate=True,  # the points that change the curve's shape, not one per test row
         )
     which = f"positive class: {shown[0]}" if binary else "each class against the rest"
     if kind == "roc" and not binary:  # scikit-learn draws the chance level per curve: once is enough

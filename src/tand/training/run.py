@@ -285,14 +285,15 @@ def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, wor
         mlflow.log_dict(profile.build(parts.X_train, schema, evaluation.predictions), profile.PROFILE_FILE)
         mlflow.log_dict(request, REQUEST_EXAMPLE_FILE)
         laps.lap("log_metrics")
-        # Meanwhile the worker renders the plots.
+        # Meanwhile the worker renders the plots: the model and the card's content are done before waiting for them.
         pipeline = evaluation.pipeline
         model = registry.log_model(pipeline, schema, pd.DataFrame([request]), _signature(pipeline, parts.X_train))
         registry.log_compiled(model.model_id, pipeline, parts.X_test, _compiled_meta(schema, evaluation, request))
         laps.lap("log_model")
+        card = model_card.build(cfg, dataset, parts, evaluation, schema, run.info.run_id)  # still beside the plots
+        laps.lap("model_card_build")
         plots, laps.seconds["worker_plots"] = worker.plots()
         _log_plots(plots)
+        model_card.attach_plots(card, plots)
         laps.lap("plots_wait")
-        card = model_card.build(cfg, dataset, parts, evaluation, schema, plots, run.info.run_id)
-        laps.lap("model_card_build")
     return run.info.run_id, model.model_uri, evaluation, stale, table, card
