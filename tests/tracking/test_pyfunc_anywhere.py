@@ -1,7 +1,8 @@
 """The registered model outside the template: in a clean virtual environment holding only the model's
 logged requirements (no tand, no PyTorch, no PYTHONPATH, a working directory outside the repo), MLflow's
 own tools load it and answer as the template's pipeline does: `mlflow models predict` and `serve` on
-models:/<name>@production, and mlflow.pyfunc.load_model on a downloaded model folder.
+models:/<name>@production, mlflow.pyfunc.load_model on a downloaded model folder, and Spark's
+mlflow.pyfunc.spark_udf (where Java is on PATH).
 
 One environment for the session, built from the first model's requirements.txt; the models whose
 requirements are the same share it, a boosting model adds its library to it (its requirements then are
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -211,3 +213,39 @@ def test_a_boosting_model_adds_its_library_and_answers_too(clean_venv, mlp_model
     assert ours - base == {f"lightgbm=={version('lightgbm')}"}
     _pip_install(clean_venv, lightgbm_model.model_dir / "requirements.txt")  # the environment now holds exactly these
     _check_outside(clean_venv, lightgbm_model, tmp_path / "outside")
+
+
+# Spark's own way to score a table with the model: mlflow.pyfunc.spark_udf, in Spark's Python workers (other
+# processes than the driver, each loading the model and the logged copy of tand on its own).
+PYSPARK = "pyspark==4.3.0"
+SPARK_UDF = """
+import json, sys
+import mlflow.pyfunc
+import pandas as pd
+from pyspark.sql import SparkSession
+model_uri, rows, out = sys.argv[1:]
+spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+         .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
+try:
+    table = spark.createDataFrame(pd.read_csv(rows))
+    predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="string", env_manager="local")
+    labels = table.select(predict(*table.columns).alias("label")).toPandas()["label"].tolist()
+finally:
+    spark.stop()
+json.dump(labels, open(out, "w"))
+"""
+
+
+def test_spark_udf_scores_a_table_as_the_pipeline_does(clean_venv, mlp_model, tmp_path):
+    """Last in this module: it adds Spark (pyspark, and Java from the machine) to the environment."""
+    if shutil.which("java") is None:
+        pytest.skip("spark_udf needs Java (Spark 4: 17 or 21) on PATH")
+    installed = _run(clean_venv, [str(clean_venv / "bin" / "pip"), "install", "--quiet", PYSPARK], tmp_path, timeout=900)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    labels, _ = _template_answers(mlp_model)
+    out = tmp_path / "spark.json"
+    python = str(clean_venv / "bin" / "python")
+    command = [python, "-c", SPARK_UDF, f"models:/{mlp_model.name}@production", str(mlp_model.rows), str(out)]
+    scored = _run(clean_venv, command, tmp_path, MLFLOW_TRACKING_URI=mlp_model.uri, PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=python)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert json.loads(out.read_text()) == [str(label) for label in labels]

@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from tand.models.forward import mlp_forward
+from tand.models.labels import class_codes
 from tand.models.network import NetworkParams, train_network
 
 
@@ -73,8 +74,8 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
     """Softmax MLP; `classes_` holds the label names, sorted as scikit-learn sorts them."""
 
     def fit(self, X, y):
-        self.classes_, encoded = np.unique(np.asarray(y), return_inverse=True)
-        return self._fit_network(X, encoded.astype(np.int64), len(self.classes_), "cross_entropy")
+        self.classes_, encoded = class_codes(y)
+        return self._fit_network(X, encoded, len(self.classes_), "cross_entropy")
 
     def predict_proba(self, X) -> np.ndarray:
         return _softmax(self._forward(X))
