@@ -69,11 +69,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, help="big-data mode: generated rows, invoke train against the bare library fit")
     parser.add_argument("--scale", action="store_true", help="big-data mode at 100k, 300k and 1M rows (growth check)")
     parser.add_argument("--models", default="hist_gradient_boosting,lightgbm,mlp", help="big-data mode: models to run")
+    parser.add_argument("--pairs", type=int, default=1, help="big-data mode: invoke train / bare fit pairs per size and "
+                        "tree model, alternated; the verdict takes the median ratio (default 1)")
     args = parser.parse_args()
     if args.rows or args.scale:
         from train_scale import run_scale  # bench/train_scale.py
 
-        run_scale([args.rows] if args.rows else [100_000, 300_000, 1_000_000], args.models.split(","))
+        run_scale([args.rows] if args.rows else [100_000, 300_000, 1_000_000], args.models.split(","), args.pairs)
         return
     base = json.loads((REPO / "config.json").read_text())
     variants = {

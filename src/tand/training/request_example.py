@@ -16,13 +16,14 @@ MODE_ROWS = 50_000  # a category's most frequent value among this many seeded ro
 
 
 def _typical(column: pd.Series, feature: Feature):
-    present = column.dropna()
     if feature.kind == "numeric":
-        median = float(present.median()) if len(present) else 0.0
+        median = column.median()  # of the values present
+        median = 0.0 if pd.isna(median) else float(median)
         return int(round(median)) if feature.dtype == "integer" else float(f"{median:.4g}")
+    if len(column) > MODE_ROWS:  # counting a million text cells takes 0.1 s a column, on the way to the fit
+        column = column.sample(MODE_ROWS, random_state=0)
+    present = column.dropna()
     if len(present):
-        if len(present) > MODE_ROWS:  # counting a million text cells takes 0.1 s a column, on the way to the fit
-            present = present.sample(MODE_ROWS, random_state=0)
         value = present.mode().iloc[0]
     else:
         value = (feature.categories or (None,))[0]

@@ -209,6 +209,7 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
         from tand.training import memory
         from tand.monitoring import model_card
 
+        digest = model_card.digest_beside(cfg.train.data_path) if processes else None  # while the data is read
         dataset = load_dataset(cfg.train)
         model_card.check_slices(cfg.model_card, dataset.schema)
         parts = split(dataset, cfg.train.test_size, cfg.train.seed)
@@ -224,7 +225,9 @@ def _train(cfg: Config, project_dir: str | Path, progress: bool, processes: bool
             pipeline, parts, dataset.schema, torch_process,
             fork=processes, threshold=cfg.train.threshold, cv_folds=cfg.train.cv_folds,
         )
-        run_id, model_uri, evaluation, stale, table, card = _tracked_run(cfg, dataset, parts, request, worker, laps, requested, selection)
+        run_id, model_uri, evaluation, stale, table, card = _tracked_run(
+            cfg, dataset, parts, request, worker, laps, requested, selection, digest
+        )
     finally:
         if worker is not None:
             worker.stop()
@@ -253,23 +256,38 @@ def _select(cfg: Config, dataset: Dataset, parts: Split, progress: bool):
     return cfg, replace(dataset, schema=schema), selection
 
 
-def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, worker, laps: _Laps, requested: Config, selection):
-    """The MLflow run: set up the store while the worker fits, then log what it sends. `requested`: the
-    config as written (model "auto" for a selection, whose winner `cfg` names).
-    Returns (run id, logged model URI, evaluation, ids of stale runs marked FAILED, the auto leaderboard, the model card)."""
-    import mlflow
-    import pandas as pd
-
+def _open_store(cfg: Config, schema) -> tuple[str, list[str]]:
+    """Create the embedded store if it is new, check that the store answers and the model name is free for this
+    schema; (the experiment's id, ids of the stale runs marked FAILED)."""
     from tand.tracking import embedded, registry, runs
-    from tand.monitoring import model_card
-    from tand.training import leaderboard
 
     embedded.create_if_missing(registry.tracking_uri())
     registry.check_reachable()
-    registry.check_model_name(cfg.mlflow.model_name, dataset.schema)
+    registry.check_model_name(cfg.mlflow.model_name, schema)
     experiment_id = registry.ensure_experiment(cfg.mlflow.experiment_name)
-    stale = runs.fail_stale_runs(experiment_id)
+    return experiment_id, runs.fail_stale_runs(experiment_id)
+
+
+def _tracked_run(
+    cfg: Config, dataset: Dataset, parts: Split, request: dict, worker, laps: _Laps, requested: Config, selection, digest=None
+):
+    """The MLflow run: set up the store while the worker fits, then log what it sends. `requested`: the
+    config as written (model "auto" for a selection, whose winner `cfg` names).
+    Returns (run id, logged model URI, evaluation, ids of stale runs marked FAILED, the auto leaderboard, the model card)."""
+    if getattr(worker, "forked", False):  # beside the fit: at the lowest priority, so as not to stall its threads
+        from tand.training.workers import at_low_priority
+
+        experiment_id, stale = at_low_priority(_open_store, cfg, dataset.schema)  # MLflow is imported there
+    else:
+        experiment_id, stale = _open_store(cfg, dataset.schema)
     laps.lap("store")
+    import mlflow
+    import pandas as pd
+
+    from tand.tracking import registry, runs
+    from tand.monitoring import model_card
+    from tand.training import leaderboard
+
     with mlflow.start_run(experiment_id=experiment_id, tags=runs.owner_tags()) as run:
         mlflow.log_params(_params(cfg, dataset, parts))
         mlflow.log_dict(requested.model_dump(by_alias=True, exclude_none=True), "config.json")
@@ -290,7 +308,7 @@ def _tracked_run(cfg: Config, dataset: Dataset, parts: Split, request: dict, wor
         model = registry.log_model(pipeline, schema, pd.DataFrame([request]), _signature(pipeline, parts.X_train))
         registry.log_compiled(model.model_id, pipeline, parts.X_test, _compiled_meta(schema, evaluation, request))
         laps.lap("log_model")
-        card = model_card.build(cfg, dataset, parts, evaluation, schema, run.info.run_id)  # still beside the plots
+        card = model_card.build(cfg, dataset, parts, evaluation, schema, run.info.run_id, digest)  # beside the plots
         laps.lap("model_card_build")
         plots, laps.seconds["worker_plots"] = worker.plots()
         _log_plots(plots)
