@@ -1,7 +1,8 @@
 """The processes `invoke train` runs beside its own, so that two cores share the work (Linux, fork).
 
     main process   config → start TorchProcess → import pandas/scikit-learn, read the data → start FitWorker
-                   → import MLflow, open the store, start the run → log metrics and the model → log the plots → register
+                   → import MLflow, open the store (at_low_priority: beside the fit's threads) → start the run
+                   → log metrics and the model, build the model card → log the plots → register
     TorchProcess   import PyTorch (while the main process imports pandas and scikit-learn) → train the network
     FitWorker      fit the preprocessing → hand the network to TorchProcess → metrics → plots
 
