@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1, help="big-data mode: invoke train / bare fit pairs per size and "
                         "tree model, alternated; the verdict takes the median ratio (default 1)")
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error("--pairs takes a whole number from 1")
     if args.rows or args.scale:
         from train_scale import run_scale  # bench/train_scale.py
 

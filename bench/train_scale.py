@@ -116,9 +116,13 @@ def run_scale(sizes: list[int], models: list[str], pairs: int = 1) -> None:
                     rows_out.append((rows, "mlp, 1 epoch", one, None, per_epoch))
                     rows_out.append((rows, "mlp, 5 epochs", five, None, per_epoch))
                     continue
-                for _ in range(pairs):
-                    ours = invoke_train(data, work, {"model": model, "model_args": SAME_AS_BARE.get(model, {})})
-                    bare = measure([sys.executable, "-c", BARE, str(data), model, ",".join(CATEGORIES)], work)
+                for pair in range(pairs):
+                    run_ours = lambda: invoke_train(data, work, {"model": model, "model_args": SAME_AS_BARE.get(model, {})})  # noqa: E731
+                    run_bare = lambda: measure([sys.executable, "-c", BARE, str(data), model, ",".join(CATEGORIES)], work)  # noqa: E731
+                    if pair % 2:  # every other pair the bare fit first: neither side always gets the warmer cache
+                        bare, ours = run_bare(), run_ours()
+                    else:
+                        ours, bare = run_ours(), run_bare()
                     rows_out.append((rows, model, ours, bare, None))
                     print(f"{rows:,} {model}: invoke train {ours['wall']:.1f} s, bare {bare['wall']:.1f} s", file=sys.stderr, flush=True)
             data.unlink()

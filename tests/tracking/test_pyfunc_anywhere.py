@@ -236,10 +236,24 @@ json.dump(labels, open(out, "w"))
 """
 
 
+def _java_major() -> int:
+    """The major version of the `java` on PATH (0: none)."""
+    import re
+
+    if shutil.which("java") is None:
+        return 0
+    said = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', said.stderr + said.stdout)
+    if found is None:
+        return 0
+    major = int(found.group(1))
+    return int(found.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
+
+
 def test_spark_udf_scores_a_table_as_the_pipeline_does(clean_venv, mlp_model, tmp_path):
     """Last in this module: it adds Spark (pyspark, and Java from the machine) to the environment."""
-    if shutil.which("java") is None:
-        pytest.skip("spark_udf needs Java (Spark 4: 17 or 21) on PATH")
+    if _java_major() < 17:
+        pytest.skip("spark_udf needs Java 17 or 21 on PATH (Spark 4)")
     installed = _run(clean_venv, [str(clean_venv / "bin" / "pip"), "install", "--quiet", PYSPARK], tmp_path, timeout=900)
     assert installed.returncode == 0, installed.stderr[-3000:]
     labels, _ = _template_answers(mlp_model)

@@ -11,7 +11,8 @@ def class_codes(y) -> tuple[np.ndarray, np.ndarray]:
     (it keeps NaN as a class, or refuses None beside text, as before)."""
     import pandas as pd
 
-    codes, uniques = pd.factorize(y if isinstance(y, pd.Series) else np.asarray(y), sort=True)
+    plain = isinstance(y, pd.Series) and not isinstance(y.dtype, pd.CategoricalDtype)  # a category sorts by its order
+    codes, uniques = pd.factorize(y if plain else np.asarray(y), sort=True)
     if (codes < 0).any():
         classes, encoded = np.unique(np.asarray(y), return_inverse=True)
         return classes, encoded.astype(np.int64)

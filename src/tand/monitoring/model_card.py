@@ -158,7 +158,7 @@ def digest_beside(data_path: str) -> Future | None:
     def run() -> None:
         try:
             future.set_result(file_sha256(data_path))
-        except OSError as exc:  # the data's own check reports a missing or unreadable file
+        except BaseException as exc:  # noqa: BLE001 - whatever it is, result() raises it; nobody waits forever
             future.set_exception(exc)
 
     threading.Thread(target=run, name="tand-digest", daemon=True).start()

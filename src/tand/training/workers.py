@@ -223,7 +223,10 @@ def at_low_priority(function, *args):
     for each other, and a process running beside them on one of two cores stalls them. Measured here, a
     LightGBM fit of 800k rows on two threads: 5.2 s alone, 17.9 s beside a busy Python loop, 5.1 s beside the
     same loop at nice 19. At the lowest priority the main process's work (importing MLflow, opening the store:
-    2-3 s) takes what the fit leaves, and a core that nothing else wants at full speed."""
+    2-3 s) takes what the fit leaves, and a core that nothing else wants at full speed. Threads started inside
+    the call keep its priority (MLflow's telemetry thread, when telemetry is on); a store write it makes holds
+    its lock as long as the fit keeps it waiting. Interrupted (Ctrl-C), this thread lets the call finish (the
+    fit's processes die with the same signal) for up to INTERRUPTED_WAIT seconds before passing it on."""
     import threading
 
     outcome: dict = {}
@@ -241,13 +244,18 @@ def at_low_priority(function, *args):
 
     thread = threading.Thread(target=run, name="tand-low-priority", daemon=True)
     thread.start()
-    thread.join()
+    try:
+        thread.join()
+    except KeyboardInterrupt:  # no store left half set up (a new store file, an experiment) if it can be helped
+        thread.join(INTERRUPTED_WAIT)
+        raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
 
 
 LOWEST_PRIORITY = 19
+INTERRUPTED_WAIT = 10.0
 
 
 def _timed_plots(parts, evaluation, schema) -> tuple[dict[str, bytes], float]:
