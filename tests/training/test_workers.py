@@ -157,3 +157,41 @@ def test_no_pytorch_is_one_clear_error(data, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as where it is not installed
     with pytest.raises(ConfigError, match="'pytorch' needs PyTorch, which is not installed here"):
         fit_network(X, y, 2, "cross_entropy", _params())
+
+
+def _own_priority() -> tuple[int, str]:
+    import threading
+
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), threading.current_thread().name
+
+
+def test_the_store_work_beside_the_fit_runs_at_nice_19_in_a_thread_of_its_own_and_the_caller_keeps_its_priority():
+    from tand.training.workers import LOWEST_PRIORITY, at_low_priority
+
+    before = _own_priority()
+    priority, thread = at_low_priority(_own_priority)
+    assert priority == LOWEST_PRIORITY and thread != before[1]
+    assert _own_priority() == before
+
+
+def test_work_beside_the_fit_raises_its_own_error_in_the_caller():
+    from tand.training.workers import at_low_priority
+
+    def refuse(name):
+        raise ConfigError(f"{name} is wrong")
+
+    with pytest.raises(ConfigError, match="mlflow.model_name is wrong"):
+        at_low_priority(refuse, "mlflow.model_name")
+
+
+def test_the_data_files_digest_beside_the_reading_is_its_sha256_and_a_missing_file_raises_instead_of_hanging(tmp_path):
+    import hashlib
+
+    from tand.monitoring.model_card import digest_beside
+
+    data = tmp_path / "data.csv"
+    data.write_bytes(os.urandom(3_000_000))
+    assert digest_beside(str(data)).result(timeout=60) == hashlib.sha256(data.read_bytes()).hexdigest()
+    with pytest.raises(FileNotFoundError):
+        digest_beside(str(tmp_path / "gone.csv")).result(timeout=60)
+    assert digest_beside(str(tmp_path / "part-*.csv")) is None  # a glob: the card names the files, no digest

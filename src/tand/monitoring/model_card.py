@@ -149,20 +149,10 @@ def digest_beside(data_path: str) -> Future | None:
     """The training file's file_sha256, computed in a thread from now on (hashing and reading release the GIL:
     it takes the core that reading the data leaves idle; 0.3 s for 80 MB); None for a glob of files."""
     import glob
-    import threading
 
-    if glob.has_magic(data_path):
-        return None
-    future: Future = Future()
+    from tand.training.workers import in_thread
 
-    def run() -> None:
-        try:
-            future.set_result(file_sha256(data_path))
-        except BaseException as exc:  # noqa: BLE001 - whatever it is, result() raises it; nobody waits forever
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name="tand-digest", daemon=True).start()
-    return future
+    return None if glob.has_magic(data_path) else in_thread(file_sha256, data_path)
 
 
 def _files(data_path: str, digest: Future | None = None) -> list[tuple[str, str]]:

@@ -208,6 +208,8 @@ def _xgboost(client, data, task: str, categorical: list[int], width: int, params
 class ClusterFit:
     """What tand.training.run's MLflow run asks a fit worker for (evaluation, then plots), fitting on the cluster."""
 
+    forked = False  # the fit runs on the cluster's workers, not in a process beside this one
+
     def __init__(self, client, pipeline, parts, schema, cfg: TrainConfig, progress: bool):
         self._args = (client, pipeline, parts, schema, cfg, progress)
         self._evaluation = None

@@ -274,7 +274,7 @@ def _tracked_run(
     """The MLflow run: set up the store while the worker fits, then log what it sends. `requested`: the
     config as written (model "auto" for a selection, whose winner `cfg` names).
     Returns (run id, logged model URI, evaluation, ids of stale runs marked FAILED, the auto leaderboard, the model card)."""
-    if getattr(worker, "forked", False):  # beside the fit: at the lowest priority, so as not to stall its threads
+    if worker.forked:  # beside the fit: at the lowest priority, so as not to stall its threads
         from tand.training.workers import at_low_priority
 
         experiment_id, stale = at_low_priority(_open_store, cfg, dataset.schema)  # MLflow is imported there

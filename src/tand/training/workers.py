@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 import traceback
+from concurrent.futures import Future, wait
 
 from tand.errors import TandError
 
@@ -215,9 +216,31 @@ class FitWorker:
         self._reader.close()
 
 
+def in_thread(function, *args, lowest_priority: bool = False) -> Future:
+    """function(*args) started now in a daemon thread of its own; its result, or its exception, in the Future.
+    `lowest_priority`: the thread runs at nice 19 (that thread only, on Linux; it ends with the call)."""
+    import threading
+
+    future: Future = Future()
+
+    def run() -> None:
+        if lowest_priority and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
+            except OSError:  # not allowed here: the work still runs, at the usual priority
+                pass
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # noqa: BLE001 - raised again by future.result(), wherever it is waited for
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"tand-{getattr(function, '__name__', 'call')}", daemon=True).start()
+    return future
+
+
 def at_low_priority(function, *args):
-    """function(*args) in a thread of its own at the lowest CPU priority (nice 19 for that thread only; it ends
-    with the call), while this thread waits: its result, or its exception raised here.
+    """function(*args) in a thread of its own at the lowest CPU priority (in_thread), while this thread waits:
+    its result, or its exception raised here.
 
     For the main process's work while a forked worker fits: the libraries' OpenMP threads spin while they wait
     for each other, and a process running beside them on one of two cores stalls them. Measured here, a
@@ -227,31 +250,12 @@ def at_low_priority(function, *args):
     the call keep its priority (MLflow's telemetry thread, when telemetry is on); a store write it makes holds
     its lock as long as the fit keeps it waiting. Interrupted (Ctrl-C), this thread lets the call finish (the
     fit's processes die with the same signal) for up to INTERRUPTED_WAIT seconds before passing it on."""
-    import threading
-
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            if hasattr(os, "setpriority"):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
-        except OSError:  # not allowed here: the work still runs, at the usual priority
-            pass
-        try:
-            outcome["result"] = function(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the waiting thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="tand-low-priority", daemon=True)
-    thread.start()
+    future = in_thread(function, *args, lowest_priority=True)
     try:
-        thread.join()
+        return future.result()
     except KeyboardInterrupt:  # no store left half set up (a new store file, an experiment) if it can be helped
-        thread.join(INTERRUPTED_WAIT)
+        wait([future], INTERRUPTED_WAIT)
         raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
 
 
 LOWEST_PRIORITY = 19
