@@ -41,6 +41,21 @@ def test_the_torch_process_trains_the_same_network_as_inline(data):
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_torch_process_trains_again_when_called_again_as_a_binary_thresholds_out_of_fold_fits_do(data):
+    X, y = data
+    calls = []
+    process = TorchProcess(meanwhile=lambda: calls.append("meanwhile"))
+    try:
+        first = process(X, y, 2, "cross_entropy", _params())
+        folds = [process(X[part], y[part], 2, "cross_entropy", _params(seed=4)) for part in (slice(0, 100), slice(100, 200))]
+    finally:
+        process.stop()
+    assert first.history == fit_network(X, y, 2, "cross_entropy", _params()).history
+    for part, remote in zip((slice(0, 100), slice(100, 200)), folds):
+        assert remote.history == fit_network(X[part], y[part], 2, "cross_entropy", _params(seed=4)).history
+    assert calls == ["meanwhile"]  # the imports ahead of the metrics: once
+
+
 def test_a_known_error_in_the_torch_process_arrives_as_itself(data):
     X, y = data
     process = TorchProcess()

@@ -91,7 +91,7 @@ def _reply(connection, work):
 
 
 class TorchProcess:
-    """A process that imports PyTorch as soon as it starts, then trains one network when called.
+    """A process that imports PyTorch as soon as it starts, then trains a network each time it is called.
 
     Calling it is calling tand.models.network.fit_network there (same arguments, same result), so it
     is what tand.models.network.trained_by takes as the MLP's runner. `meanwhile` runs in the caller between
@@ -115,11 +115,12 @@ class TorchProcess:
             pass
         from tand.models.network import fit_network
 
-        try:
-            args = connection.recv()
-        except EOFError:  # nobody asked: the run stopped before fitting
-            return
-        _reply(connection, lambda: fit_network(*args))
+        while True:  # the fit, then any refits (a binary threshold's out-of-fold fits), until the caller closes
+            try:
+                args = connection.recv()
+            except EOFError:  # nobody asks any more (or never asked: the run stopped before fitting)
+                break
+            _reply(connection, lambda: fit_network(*args))
         connection.close()
 
     def __call__(self, *args):
@@ -128,7 +129,8 @@ class TorchProcess:
         except (BrokenPipeError, ConnectionResetError):
             raise ProcessDied("the PyTorch training process died before it was asked to train; out of memory?") from None
         if self.meanwhile is not None:
-            self.meanwhile()
+            self.meanwhile, meanwhile = None, self.meanwhile  # once, while the first network trains
+            meanwhile()
         try:
             return _receive(self._connection, "the PyTorch training process")
         except _PipeClosed:
