@@ -225,3 +225,24 @@ def test_a_forked_fit_worker_sends_the_chosen_threshold_back(imbalanced_csv):
         worker.stop()
     inline, _ = _fit(imbalanced_csv, "auto")
     assert evaluation.schema.threshold == inline.schema.threshold is not None
+
+
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="invoke train's worker processes are forked (Linux)")
+def test_the_mlp_on_imbalanced_data_trains_as_invoke_train_does_with_its_out_of_fold_fits(imbalanced_csv, tmp_path):
+    """The network trains in the PyTorch process; the threshold's out-of-fold fits go to it too (it once
+    answered only the first, and invoke train failed on every imbalanced label with the MLP)."""
+    import os
+
+    from tand.training.run import train
+
+    store = Store(tmp_path / "store")
+    store.path.mkdir()
+    cfg = parse_config(config(imbalanced_csv, model="mlp", epochs=2, hidden_dim=8, patience=0))
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = store.uri
+    try:
+        result = train(cfg, project_dir=tmp_path, progress=False, processes=True)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if saved is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", saved)
+    assert "worker_threshold" in result.timings  # the out-of-fold fits ran, in the worker, through the PyTorch process
+    assert result.version == 1 and "threshold" in result.metrics  # registered, with the threshold it chose
