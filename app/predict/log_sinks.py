@@ -115,6 +115,13 @@ class FolderSink:
         import pyarrow.parquet as pq
 
         held, self._held = self._held, []
+        start = 0
+        for end in range(1, len(held) + 1):  # a reload may swap a classifier for a regressor: a table per run
+            if end == len(held) or isinstance(held[end].prediction, str) != isinstance(held[start].prediction, str):
+                self._write_table(held[start:end], pa, pq)
+                start = end
+
+    def _write_table(self, held: list[Entry], pa, pq) -> None:
         if self._due():
             self._next_file()
         encode = self._encoder.encode
@@ -132,7 +139,7 @@ class FolderSink:
                 "latency_ms": pa.array([e.latency_ms for e in held], pa.float64()),
             }
         )
-        if self._file is not None and self._file.schema_arrow != table.schema:  # a new version of another task
+        if self._file is not None and self._file.schema != table.schema:  # a new version of another task: a new file
             self._next_file()
         if self._file is None:
             self._file = pq.ParquetWriter(self._path, table.schema)

@@ -264,8 +264,8 @@ class PredictionLog:
         if self._sink is not None:
             try:
                 self._sink.close()
-            except SinkError as exc:
-                log.error("prediction log: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - said in the server's log, as every sink failure
+                log.error("prediction log: %s", exc if isinstance(exc, SinkError) else f"{self._describe()} failed: {type(exc).__name__}: {exc}")
 
     def _drain(self) -> None:
         if not self._queue:
@@ -295,10 +295,10 @@ class PredictionLog:
                 if self._failing:
                     log.info("prediction log: writing to %s again", self._sink.describe())
                     self._failing = False
-            except SinkError as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread lives on: a sink's bug loses a batch (counted), not the log
                 self._lost += rows
                 self._metrics.count_log_drops(rows)
-                self._fail(exc)
+                self._fail(exc if isinstance(exc, SinkError) else SinkError(f"{self._describe()} failed: {type(exc).__name__}: {exc}"))
             finally:
                 self._taken += rows  # only now: the bound covers the entries the sink is holding up too
 
@@ -318,8 +318,8 @@ class PredictionLog:
         if self._sink is not None:
             try:
                 self._sink.close()
-            except SinkError:
-                pass  # the failure is reported below
+            except Exception:  # noqa: BLE001, S110 - the failure is reported below
+                pass
             self._sink = None
         if not self._failing and str(exc) != "not open":
             log.error("prediction log: %s; entries are dropped (counted in tand_prediction_log_dropped) until it works again", exc)

@@ -371,3 +371,72 @@ def test_a_single_row_body_is_its_entrys_features_only_where_it_says_what_the_va
     excluding.stop()
     kept = live_log.read(str(tmp_path / "excluding")).sort_values("request_id", ignore_index=True)["features"].tolist()
     assert kept == [{"a": 5.0, "b": "café"}, {"a": 1.5, "b": "x"}, {"a": 1.5, "b": "x"}]
+
+
+def test_a_parquet_log_takes_a_classifier_then_a_regressor_and_a_sink_bug_loses_a_batch_not_the_log(tmp_path, monkeypatch):
+    """A reload may swap a classifier for a regressor between two row groups' entries: both are written (a file
+    per schema) and read back. A sink that fails with an error it was not written to expect (a bug, not a
+    SinkError) loses that batch, counted; the writer thread lives on and writes the next ones."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from app.metrics import Metrics
+    from app.predict import prediction_log
+    from app.predict.log_sinks import open_sink
+    from app.predict.prediction_log import PredictionLog
+    from app.settings import PredictionLogSettings
+    from tand.monitoring import live_log
+
+    def served(version: int, classes):
+        schema = SimpleNamespace(names=["a"], features=[SimpleNamespace(name="a", dtype="number")])
+        return SimpleNamespace(name="m", version=version, schema=schema, predictor=SimpleNamespace(class_names=classes))
+
+    classifier, regressor = served(1, ["no", "yes"]), served(2, None)
+
+    async def requests(log: PredictionLog, batches) -> None:
+        for model, answer, first in batches:
+            for i in range(first, first + 3):
+                log.add(f"r{i}", model, [(float(i),)], [answer], 1.0)
+            deadline = time.monotonic() + 30
+            while log.waiting and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+    folder = tmp_path / "parquet"
+    log = PredictionLog(PredictionLogSettings(path=folder, format="parquet"), Metrics())
+    log.start()
+    asyncio.run(requests(log, [(classifier, {"prediction": "yes", "probabilities": {"no": 0.4, "yes": 0.6}}, 0), (regressor, {"prediction": 2.5}, 3)]))
+    log.stop()
+    read = live_log.read(str(folder)).sort_values("request_id", ignore_index=True)
+    assert list(read["prediction"]) == ["yes"] * 3 + [2.5] * 3 and list(read["model_version"]) == [1, 1, 1, 2, 2, 2]
+    assert len(list(folder.glob("*.parquet"))) == 2  # one schema a file
+
+    class Buggy:  # the real sink, whose first opening's write fails as a bug would (not a SinkError)
+        opened = 0
+
+        def __init__(self, settings):
+            Buggy.opened += 1
+            self.real, self.first = open_sink(settings), Buggy.opened == 1
+
+        def write(self, *args):
+            if self.first:
+                raise KeyError("a bug")
+            return self.real.write(*args)
+
+        def describe(self):
+            return self.real.describe()
+
+        def close(self):
+            self.real.close()
+
+    monkeypatch.setattr(prediction_log, "RETRY_SECONDS", 0.1)
+    metrics = Metrics()
+    folder = tmp_path / "jsonl"
+    log = PredictionLog(PredictionLogSettings(path=folder), metrics, open_sink=Buggy)
+    log.start()
+    answer = {"prediction": "no", "probabilities": {"no": 0.9, "yes": 0.1}}
+    asyncio.run(requests(log, [(classifier, answer, 0), (classifier, answer, 3)]))
+    assert log._thread.is_alive()
+    log.stop()
+    assert [e["request_id"] for e in jsonl_entries(folder)] == ["r3", "r4", "r5"]
+    assert metrics.log_drops._value.get() == 3
