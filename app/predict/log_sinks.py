@@ -9,6 +9,7 @@ that holds no password, when it cannot take entries.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from datetime import datetime
@@ -115,11 +116,9 @@ class FolderSink:
         import pyarrow.parquet as pq
 
         held, self._held = self._held, []
-        start = 0
-        for end in range(1, len(held) + 1):  # a reload may swap a classifier for a regressor: a table per run
-            if end == len(held) or isinstance(held[end].prediction, str) != isinstance(held[start].prediction, str):
-                self._write_table(held[start:end], pa, pq)
-                start = end
+        # A reload may swap a classifier (text labels) for a regressor (numbers): a table per run of one kind.
+        for _, run in itertools.groupby(held, key=lambda e: isinstance(e.prediction, str)):
+            self._write_table(list(run), pa, pq)
 
     def _write_table(self, held: list[Entry], pa, pq) -> None:
         if self._due():

@@ -265,7 +265,7 @@ class PredictionLog:
             try:
                 self._sink.close()
             except Exception as exc:  # noqa: BLE001 - said in the server's log, as every sink failure
-                log.error("prediction log: %s", exc if isinstance(exc, SinkError) else f"{self._describe()} failed: {type(exc).__name__}: {exc}")
+                log.error("prediction log: %s", self._as_sink_error(exc))
 
     def _drain(self) -> None:
         if not self._queue:
@@ -298,7 +298,7 @@ class PredictionLog:
             except Exception as exc:  # noqa: BLE001 - the thread lives on: a sink's bug loses a batch (counted), not the log
                 self._lost += rows
                 self._metrics.count_log_drops(rows)
-                self._fail(exc if isinstance(exc, SinkError) else SinkError(f"{self._describe()} failed: {type(exc).__name__}: {exc}"))
+                self._fail(self._as_sink_error(exc))
             finally:
                 self._taken += rows  # only now: the bound covers the entries the sink is holding up too
 
@@ -324,6 +324,10 @@ class PredictionLog:
         if not self._failing and str(exc) != "not open":
             log.error("prediction log: %s; entries are dropped (counted in tand_prediction_log_dropped) until it works again", exc)
         self._failing = True
+
+    def _as_sink_error(self, exc: Exception) -> SinkError:
+        """A failure the sink did not expect (a bug, not a SinkError), said as one: what failed, and how."""
+        return exc if isinstance(exc, SinkError) else SinkError(f"{self._describe()} failed: {type(exc).__name__}: {exc}")
 
     def _describe(self) -> str:
         return self._sink.describe() if self._sink is not None else "the sink"
