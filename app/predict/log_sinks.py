@@ -116,7 +116,8 @@ class FolderSink:
         import pyarrow.parquet as pq
 
         held, self._held = self._held, []
-        # A reload may swap a classifier (text labels) for a regressor (numbers): a table per run of one kind.
+        # Text labels and numbers in one group (a version of another task; the API refuses to hot-swap one
+        # today, a restart starts new files): a table per run of one kind.
         for _, run in itertools.groupby(held, key=lambda e: isinstance(e.prediction, str)):
             self._write_table(list(run), pa, pq)
 

@@ -374,8 +374,8 @@ def test_a_single_row_body_is_its_entrys_features_only_where_it_says_what_the_va
 
 
 def test_a_parquet_log_takes_a_classifier_then_a_regressor_and_a_sink_bug_loses_a_batch_not_the_log(tmp_path, monkeypatch):
-    """A reload may swap a classifier for a regressor between two row groups' entries: both are written (a file
-    per schema) and read back. A sink that fails with an error it was not written to expect (a bug, not a
+    """Entries of a classifier and of a regressor in one row group (the API refuses to hot-swap tasks today;
+    the sink is ready should one be served in the same process): both are written (a file per schema) and read back. A sink that fails with an error it was not written to expect (a bug, not a
     SinkError) loses that batch, counted; the writer thread lives on and writes the next ones."""
     import asyncio
     import time
