@@ -373,7 +373,7 @@ def test_a_single_row_body_is_its_entrys_features_only_where_it_says_what_the_va
     assert kept == [{"a": 5.0, "b": "café"}, {"a": 1.5, "b": "x"}, {"a": 1.5, "b": "x"}]
 
 
-def test_a_parquet_log_takes_a_classifier_then_a_regressor_and_a_sink_bug_loses_a_batch_not_the_log(tmp_path, monkeypatch):
+def test_a_parquet_log_takes_a_classifier_then_a_regressor_and_a_sink_bug_loses_a_batch_not_the_log(tmp_path, monkeypatch, caplog):
     """Entries of a classifier and of a regressor in one row group (the API refuses to hot-swap tasks today;
     the sink is ready should one be served in the same process): both are written (a file per schema) and read back. A sink that fails with an error it was not written to expect (a bug, not a
     SinkError) loses that batch, counted; the writer thread lives on and writes the next ones."""
@@ -430,6 +430,7 @@ def test_a_parquet_log_takes_a_classifier_then_a_regressor_and_a_sink_bug_loses_
             self.real.close()
 
     monkeypatch.setattr(prediction_log, "RETRY_SECONDS", 0.1)
+    caplog.set_level("INFO", logger="app")
     metrics = Metrics()
     folder = tmp_path / "jsonl"
     log = PredictionLog(PredictionLogSettings(path=folder), metrics, open_sink=Buggy)
@@ -439,4 +440,8 @@ def test_a_parquet_log_takes_a_classifier_then_a_regressor_and_a_sink_bug_loses_
     assert log._thread.is_alive()
     log.stop()
     assert [e["request_id"] for e in jsonl_entries(folder)] == ["r3", "r4", "r5"]
-    assert metrics.log_drops._value.get() == 3
+    assert metrics.registry.get_sample_value("tand_prediction_log_dropped_total") == 3
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert said == [f"prediction log: the folder {folder} (jsonl) failed: KeyError: 'a bug'; entries are dropped "
+                    "(counted in tand_prediction_log_dropped) until it works again"], said  # once, naming the sink and the error
+    assert any(r.getMessage() == f"prediction log: writing to the folder {folder} (jsonl) again" for r in caplog.records)
