@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import threading
 import time
@@ -60,17 +61,32 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 def new_request_id() -> str:
-    """A uuid4 (hex) from Python's generator: uuid.uuid4() reads os.urandom, a system call per request (4-6 µs
-    here under load, as much as the rest of the log's work on the event loop). Ids need not be secret.
-    128 bits in one call, the version and variant bits set, as bytes to hex: 0.15 µs (two 64-bit halves
-    formatted with %: 0.44 µs)."""
-    return (_bits(128) & _CLEAR | _UUID4).to_bytes(16).hex()
+    """A uuid4 (hex), taken from ids made ID_BATCH at a time: uuid.uuid4() reads os.urandom, a system call per
+    request (4-6 µs here under load); one made from Python's generator per request took 0.42 µs, one of a
+    batch 0.21 µs. Ids need not be secret, only unique."""
+    try:
+        return _ids.pop()
+    except IndexError:
+        _ids.extend(_fresh_ids(ID_BATCH))
+        return _ids.pop()
 
 
-_bits = random.getrandbits
+def _fresh_ids(n: int) -> list[str]:
+    """n uuid4s as hex: 16 random bytes each (Python's generator), the version nibble set to 4 and the
+    variant's two bits to RFC 4122's, every id's bytes at once (bytes.translate on a strided slice)."""
+    raw = bytearray(random.randbytes(16 * n))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT_RFC)
+    text = raw.hex()
+    return [text[i : i + 32] for i in range(0, 32 * n, 32)]
+
+
+ID_BATCH = 1024
+_ids: list[str] = []
+_VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))
+_VARIANT_RFC = bytes(b & 0x3F | 0x80 for b in range(256))
+os.register_at_fork(after_in_child=_ids.clear)  # a forked worker makes its own (random reseeds there too)
 _now = datetime.now
-_CLEAR = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)  # the version nibble and the variant's two bits ...
-_UUID4 = (0x4 << 76) | (0x2 << 62)  # ... set to version 4, variant RFC 4122
 
 
 # -- entries ---------------------------------------------------------------------------------------
@@ -113,8 +129,10 @@ class _Columns:
 def log_body(body: bytes, batch: bool) -> bytes | None:
     """The body PredictionLog.add may copy as an entry's features: a single row's, on one line (an entry is a
     line). Checked right after parsing, while the body is in the CPU's cache: on the 64-connection benchmark,
-    the same check after the answer was sent cost 0.9 µs a request, a body's cache lines read again."""
-    return None if batch or body[:1] != b"{" or b"\n" in body else body
+    the same check after the answer was sent cost 0.9 µs a request, a body's cache lines read again.
+    `10 in body` looks for b"\n" by its value: `b"\n" in body` first tries its argument as an int and makes
+    and drops a TypeError, 0.22 µs a request against 0.04."""
+    return None if batch or body[:1] != b"{" or 10 in body else body
 
 
 def _raw_features(served, columns: _Columns) -> bool:

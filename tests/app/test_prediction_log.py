@@ -91,6 +91,28 @@ def test_request_id_is_the_clients_when_printable_and_short_else_a_new_uuid():
     assert request_id([]) != request_id([])
 
 
+def test_new_request_ids_are_distinct_uuid4s_across_batches_and_in_a_forked_child():
+    """Ids are made ID_BATCH at a time: past a batch's end they stay distinct uuid4s, and a child forked after
+    its parent made a batch makes its own (they would otherwise be the parent's next ids)."""
+    import os
+
+    from app.predict.prediction_log import ID_BATCH, new_request_id
+
+    ids = [new_request_id() for _ in range(2 * ID_BATCH + 10)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).variant == uuid.RFC_4122 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, to the parent
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert uuid.UUID(hex=child).version == 4 and child not in {new_request_id() for _ in range(ID_BATCH)}
+
+
 # -- live server ------------------------------------------------------------------------------------
 
 
