@@ -292,6 +292,48 @@ def test_entries_of_a_classification_request_hold_the_probabilities_by_class():
     assert (line["features"], line["prediction"], line["probabilities"], line["row"]) == ({"a": 1.0, "b": 2.0}, "yes", {"no": 0.25, "yes": 0.75}, 0)
 
 
+def test_an_entrys_time_is_the_utc_clock_read_at_most_once_a_millisecond(tmp_path, monkeypatch):
+    """Entries answered within a millisecond share one clock reading (the clock is read when the last reading
+    is a millisecond old, on the monotonic clock); times are UTC, in order, between the requests' start and end."""
+    import asyncio
+    import time
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    import app.predict.prediction_log as prediction_log
+    from app.metrics import Metrics
+    from app.predict.prediction_log import PredictionLog
+    from app.settings import PredictionLogSettings
+
+    log = PredictionLog(PredictionLogSettings(path=tmp_path / "clock"), Metrics())
+    ticks = iter([100.0, 100.0009, 100.0011, 100.0015, 100.0025])
+    monkeypatch.setattr(prediction_log, "_monotonic", lambda: next(ticks))
+    readings = [log._clock() for _ in range(5)]
+    assert readings[0] is readings[1] and readings[2] is readings[3] and readings[1] is not readings[2] is not readings[4]
+    monkeypatch.undo()
+
+    features = [SimpleNamespace(name="a", dtype="number")]
+    served = SimpleNamespace(name="m", version=1, schema=SimpleNamespace(names=["a"], features=features), predictor=SimpleNamespace(class_names=None))
+
+    async def requests() -> None:
+        for i in range(3):
+            log.add(f"r{i}", served, [(float(i),)], [{"prediction": 1.0}], 1.0)
+        await asyncio.sleep(0.01)
+        log.add("later", served, [(3.0,)], [{"prediction": 1.0}], 1.0)
+        deadline = time.monotonic() + 30
+        while log.waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    before = datetime.now(UTC)
+    log.start()
+    asyncio.run(requests())
+    log.stop()
+    after = datetime.now(UTC)
+    times = [datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in jsonl_entries(tmp_path / "clock")]
+    assert len(times) == 4 and times == sorted(times) and before <= times[0] and times[-1] <= after
+    assert times[3] > times[0]  # 10 ms later: a new reading
+
+
 def test_the_log_seals_entries_on_the_event_loop_and_its_thread_writes_them_in_order(tmp_path):
     """More than SEAL_ROWS single-row requests and a batch, through the real log, JSONL folder and Parquet:
     sealed by count and by the timer (no request after the last), written by the thread, in order."""
