@@ -164,11 +164,12 @@ def entries(rid: str, served, rows: list[tuple], answers: list[dict], latency_ms
 class PredictionLog:
     """The bounded queue the endpoint appends to, and the thread that writes it to the sink."""
 
-    def __init__(self, settings, metrics, open_sink=open_sink, flush_seconds: float = FLUSH_SECONDS):
+    def __init__(self, settings, metrics, open_sink=open_sink, flush_seconds: float | None = None):
+        """`flush_seconds`: FLUSH_SECONDS when None (read now: bench/log_instructions.py scales it)."""
         self.settings = settings
         self._metrics = metrics
         self._open = open_sink
-        self._flush_seconds = flush_seconds
+        self._flush_seconds = FLUSH_SECONDS if flush_seconds is None else flush_seconds
         self._queue: deque = deque()
         self._limit = settings.queue_rows
         self._added = 0  # rows appended: written by the event loop only
