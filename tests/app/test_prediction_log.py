@@ -103,9 +103,12 @@ def test_new_request_ids_are_distinct_uuid4s_across_batches_and_in_a_forked_chil
     assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).variant == uuid.RFC_4122 for i in ids)
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: its first id, to the parent
-        os.write(write, new_request_id().encode())
-        os._exit(0)
+    if pid == 0:  # the child: its first id, to the parent; whatever happens, it leaves here
+        try:
+            os.close(read)
+            os.write(write, new_request_id().encode())
+        finally:
+            os._exit(0)
     os.close(write)
     child = os.read(read, 64).decode()
     os.close(read)
@@ -311,6 +314,7 @@ def test_an_entrys_time_is_the_utc_clock_read_at_most_once_a_millisecond(tmp_pat
     readings = [log._clock() for _ in range(5)]
     assert readings[0] is readings[1] and readings[2] is readings[3] and readings[1] is not readings[2] is not readings[4]
     monkeypatch.undo()
+    log = PredictionLog(PredictionLogSettings(path=tmp_path / "clock"), Metrics())  # its clock on the real monotonic clock
 
     features = [SimpleNamespace(name="a", dtype="number")]
     served = SimpleNamespace(name="m", version=1, schema=SimpleNamespace(names=["a"], features=features), predictor=SimpleNamespace(class_names=None))
