@@ -8,7 +8,7 @@ ASGI app uvicorn serves, its lifespan run, no HTTP), driven in turns of 64 concu
 requests of the example's 30 numbers, under valgrind's cachegrind (Debian: apt-get install valgrind),
 with and without a JSONL prediction log. Instructions per request are the difference between a run of
 --turns turns and one of 20 (start-up and warm-up cancel out), divided by the requests between them;
-repeated runs give the same count to a few hundred instructions.
+repeated runs agree to about 1,000 instructions (the log's clock-driven steps follow the run's speed).
 
 Under valgrind the program runs about 50 times slower, so the log's clock-driven steps are slowed to
 match (sealing every 10 s instead of 0.2 s, the entries' clock read every 50 ms instead of 1 ms): per
