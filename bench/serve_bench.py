@@ -12,7 +12,7 @@ On 127.0.0.1, with one registered model version, it starts:
   bare ASGI           a plain ASGI callable returning the same JSON: what uvicorn itself allows, for reference
 and drives each with wrk (POST from a Lua script) at 1 and 64 connections, interleaved, repeated,
 then times a 1,000-row batch and cold starts (process launch to the first 200 on the predict path).
-Without --project it trains the default config (5 epochs: the network's size, not its accuracy,
+Without --project it trains the template's example config (5 epochs: the network's size, not its accuracy,
 sets the speed) into a temporary project. Needs wrk (Debian: apt-get install wrk).
 
 With --log it measures only the prediction log's cost: this API with and without PREDICTION_LOG (a JSONL
@@ -36,7 +36,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from machine import machine_speed  # bench/machine.py: run as a script, bench/ is on the path
+from example import write_example  # bench/example.py: run as a script, bench/ is on the path
+from machine import machine_speed
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "breast_cancer.csv"  # the template's example, whatever data/ holds
@@ -158,10 +159,7 @@ def prepare_project(args) -> Path:
     if args.project:
         return Path(args.project).resolve()
     project = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    (project / "data").mkdir()
-    shutil.copy(EXAMPLE, project / "data" / "data.csv")
-    config = json.loads((REPO / "config.json").read_text())
-    config.pop("$schema", None)
+    config = write_example(project / "data" / "data.csv")  # not config.json: a fork's describes its own data
     config["train"].update(epochs=5, data_path="data/data.csv")
     (project / "config.json").write_text(json.dumps(config))
     print(f"training the default model (5 epochs) into {project} ...", flush=True)

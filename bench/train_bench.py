@@ -29,14 +29,14 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from machine import machine_speed  # bench/machine.py: run as a script, bench/ is on the path
+from example import write_example  # bench/example.py: run as a script, bench/ is on the path
+from machine import machine_speed
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS, TARGET_MB = 8.0, 500
@@ -79,7 +79,9 @@ def main() -> None:
 
         run_scale([args.rows] if args.rows else [100_000, 300_000, 1_000_000], args.models.split(","), args.pairs)
         return
-    base = json.loads((REPO / "config.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:  # not config.json: a fork's describes its own data
+        base = write_example(Path(tmp) / "breast_cancer.csv")
+    base["train"]["data_path"] = "examples/breast_cancer.csv"
     variants = {
         "pytorch (default config)": base["train"],
         "sklearn random_forest": {**base["train"], "framework": "sklearn", "model": "random_forest"},
@@ -90,7 +92,7 @@ def main() -> None:
         for attempt in range(args.repeat):
             with tempfile.TemporaryDirectory() as tmp:
                 project = Path(tmp)
-                shutil.copytree(REPO / "examples", project / "examples")  # the example config's data_path
+                write_example(project / "examples" / "breast_cancer.csv")  # the config's data_path
                 (project / "config.json").write_text(json.dumps({**base, "train": train}))
                 rows.append((f"{label}, fresh store", run_once(project, "config.json")))
                 if attempt == 0:
