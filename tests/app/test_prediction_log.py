@@ -95,6 +95,8 @@ def test_new_request_ids_are_distinct_uuid4s_across_batches_and_in_a_forked_chil
     """Ids are made ID_BATCH at a time: past a batch's end they stay distinct uuid4s, and a child forked after
     its parent made a batch makes its own (they would otherwise be the parent's next ids)."""
     import os
+    import select
+    import signal
 
     from app.predict.prediction_log import ID_BATCH, new_request_id
 
@@ -110,9 +112,15 @@ def test_new_request_ids_are_distinct_uuid4s_across_batches_and_in_a_forked_chil
         finally:
             os._exit(0)
     os.close(write)
-    child = os.read(read, 64).decode()
-    os.close(read)
-    os.waitpid(pid, 0)
+    try:  # bounded: a child forked from this (threaded) process must not hang the suite
+        answered, _, _ = select.select([read], [], [], 60)
+        child = os.read(read, 64).decode() if answered else ""
+    finally:
+        os.close(read)
+        if not answered:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert child, "the forked child gave no id within 60 s"
     assert uuid.UUID(hex=child).version == 4 and child not in {new_request_id() for _ in range(ID_BATCH)}
 
 
